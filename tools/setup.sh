@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything pilotlight needs to build, run and test, and nothing twice.
+#  - Debian packages (compiler toolchain, libraries, test tools) via apt-get
+#  - ONNX Runtime 1.29.0 (headers + libonnxruntime.so) from the npm registry into third_party/onnxruntime
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libboost1.74-dev libsimdjson-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libcli11-dev libyaml-cpp-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
+  python3-onnx python3-numpy python3-sklearn python3-pytest python3-requests
+  nginx-light wrk
+)
+# Node.js + npm: any install will do (NodeSource's nodejs bundles npm and conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq || $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+ORT_DIR=third_party/onnxruntime
+ORT_PKG=com.github.asus4.onnxruntime@0.4.9
+if [ ! -f "$ORT_DIR/lib/libonnxruntime.so.1" ] || [ ! -f "$ORT_DIR/include/onnxruntime_cxx_api.h" ]; then
+  echo "setup: fetching ONNX Runtime 1.29.0 from npm ($ORT_PKG)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent "$ORT_PKG" >/dev/null)
+  tarball=$(ls "$tmp"/*.tgz)
+  hdr=package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64_x86_64-simulator/onnxruntime.framework/Headers
+  lib=package/Plugins/Linux/x64/libonnxruntime.so
+  tar -xzf "$tarball" -C "$tmp" "$hdr" "$lib"
+  rm -rf "$ORT_DIR"; mkdir -p "$ORT_DIR/include" "$ORT_DIR/lib"
+  cp "$tmp/$hdr"/*.h "$ORT_DIR/include/"
+  cp "$tmp/$lib" "$ORT_DIR/lib/libonnxruntime.so.1"
+  ln -sf libonnxruntime.so.1 "$ORT_DIR/lib/libonnxruntime.so"
+fi
+echo "setup: ok"
