@@ -1,0 +1,146 @@
+#include "common/logging.h"
+
+#include "common/clock.h"
+
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+namespace pilotlight {
+namespace {
+LogFormat g_format = LogFormat::kText;
+std::shared_ptr<spdlog::logger> g_logger;
+}  // namespace
+
+Status InitLogging(const LogOptions& options) {
+  g_format = options.format;
+  try {
+    spdlog::sink_ptr sink;
+    if (options.file.empty()) {
+      sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    } else {
+      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(options.file);
+    }
+    // Request lines are written by a background thread so the hot path never waits on I/O;
+    // the queue blocks rather than drops when full.
+    spdlog::init_thread_pool(8192, 1);
+    g_logger = std::make_shared<spdlog::async_logger>("pilotlight", sink, spdlog::thread_pool(),
+                                                      spdlog::async_overflow_policy::block);
+    if (options.format == LogFormat::kJson) {
+      // Callers pass a complete JSON object as the message in JSON mode.
+      g_logger->set_pattern("%v");
+    } else {
+      g_logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+    }
+    g_logger->set_level(options.level);
+    g_logger->flush_on(spdlog::level::trace);
+    spdlog::set_default_logger(g_logger);
+  } catch (const std::exception& e) {
+    return InvalidArgumentError(std::string("cannot open log output: ") + e.what());
+  }
+  return OkStatus();
+}
+
+LogFormat CurrentLogFormat() { return g_format; }
+
+spdlog::logger& Logger() {
+  if (!g_logger) {
+    g_logger = spdlog::stderr_logger_mt("pilotlight-default");
+    g_logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  }
+  return *g_logger;
+}
+
+std::string JsonEscape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
+LogLine::LogLine(spdlog::level::level_enum level, std::string_view message)
+    : level_(level), json_(g_format == LogFormat::kJson) {
+  if (json_) {
+    out_ = "{\"ts\":\"" + NowRfc3339() + "\",\"level\":\"" +
+           std::string(spdlog::level::to_string_view(level).data(), spdlog::level::to_string_view(level).size()) + "\",\"msg\":\"" + JsonEscape(message) + "\"";
+  } else {
+    out_.assign(message);
+  }
+}
+
+LogLine::~LogLine() {
+  if (json_) out_ += '}';
+  Logger().log(level_, "{}", out_);
+}
+
+void LogLine::Key(std::string_view key) {
+  if (json_) {
+    out_ += ",\"";
+    out_ += key;
+    out_ += "\":";
+  } else {
+    out_ += ' ';
+    out_ += key;
+    out_ += '=';
+  }
+}
+
+LogLine& LogLine::Str(std::string_view key, std::string_view value) {
+  Key(key);
+  if (json_) {
+    out_ += '"';
+    out_ += JsonEscape(value);
+    out_ += '"';
+  } else if (value.empty() || value.find_first_of(" \"=") != std::string_view::npos) {
+    out_ += '"';
+    out_ += JsonEscape(value);
+    out_ += '"';
+  } else {
+    out_ += value;
+  }
+  return *this;
+}
+
+LogLine& LogLine::Num(std::string_view key, double value) {
+  Key(key);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", value);
+  out_ += buf;
+  return *this;
+}
+
+LogLine& LogLine::Int(std::string_view key, int64_t value) {
+  Key(key);
+  out_ += std::to_string(value);
+  return *this;
+}
+
+LogLine& LogLine::Bool(std::string_view key, bool value) {
+  Key(key);
+  out_ += value ? "true" : "false";
+  return *this;
+}
+
+LogLine& LogLine::Raw(std::string_view key, std::string_view json) {
+  Key(key);
+  out_ += json;
+  return *this;
+}
+
+}  // namespace pilotlight

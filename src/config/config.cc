@@ -1,0 +1,219 @@
+#include "config/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "common/duration.h"
+
+namespace pilotlight::config {
+namespace {
+
+class Parser {
+ public:
+  explicit Parser(std::string source) : source_(std::move(source)) {}
+
+  Status Error(const std::string& key, const std::string& problem) {
+    return InvalidArgumentError(fmt::format("{}: {}: {}", source_, key, problem));
+  }
+
+  Status CheckKeys(const YAML::Node& node, const std::string& path, const std::set<std::string>& known) {
+    if (!node.IsMap()) return Error(path.empty() ? "(top level)" : path, "must be a mapping of key: value");
+    for (const auto& kv : node) {
+      std::string k = kv.first.as<std::string>();
+      if (!known.count(k)) {
+        std::string list;
+        for (const auto& x : known) list += (list.empty() ? "" : ", ") + x;
+        return Error(path.empty() ? k : path + "." + k, "unknown key; known keys here: " + list);
+      }
+    }
+    return OkStatus();
+  }
+
+  Status Int(const YAML::Node& n, const std::string& key, int64_t min, int64_t max, int64_t* out) {
+    try {
+      int64_t v = n.as<int64_t>();
+      if (v < min || v > max) return Error(key, fmt::format("must be between {} and {}, got {}", min, max, v));
+      *out = v;
+      return OkStatus();
+    } catch (const YAML::Exception&) {
+      return Error(key, fmt::format("must be an integer, got '{}'", n.Scalar()));
+    }
+  }
+
+  template <typename T>
+  Status IntInto(const YAML::Node& parent, const char* name, const std::string& path, int64_t min, int64_t max,
+                 T* out) {
+    if (!parent[name]) return OkStatus();
+    int64_t v;
+    PL_RETURN_IF_ERROR(Int(parent[name], path + "." + name, min, max, &v));
+    *out = static_cast<T>(v);
+    return OkStatus();
+  }
+
+  Status DurationInto(const YAML::Node& parent, const char* name, const std::string& path, Duration* out) {
+    if (!parent[name]) return OkStatus();
+    const YAML::Node& n = parent[name];
+    if (!n.IsScalar()) return Error(path + "." + name, "must be a duration such as 500ms, 2s, 1m");
+    auto d = ParseDuration(n.Scalar());
+    if (!d.ok()) return Error(path + "." + name, d.status().message());
+    *out = *d;
+    return OkStatus();
+  }
+
+  Status StringInto(const YAML::Node& parent, const char* name, const std::string& path, std::string* out) {
+    if (!parent[name]) return OkStatus();
+    const YAML::Node& n = parent[name];
+    if (!n.IsScalar() || n.Scalar().empty()) return Error(path + "." + name, "must be a non-empty string");
+    *out = n.Scalar();
+    return OkStatus();
+  }
+
+  Status ParseServer(const YAML::Node& n, ServerConfig* s) {
+    PL_RETURN_IF_ERROR(CheckKeys(n, "server",
+                                 {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements",
+                                  "max_batch_items", "threads", "read_timeout", "idle_timeout", "shutdown_timeout"}));
+    PL_RETURN_IF_ERROR(StringInto(n, "listen", "server", &s->listen));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_body_bytes", "server", 1, int64_t{1} << 34, &s->max_body_bytes));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_header_bytes", "server", 256, 1 << 20, &s->max_header_bytes));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_tensor_elements", "server", 1, int64_t{1} << 40, &s->max_tensor_elements));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_batch_items", "server", 1, 1 << 20, &s->max_batch_items));
+    PL_RETURN_IF_ERROR(IntInto(n, "threads", "server", 0, 1024, &s->threads));
+    PL_RETURN_IF_ERROR(DurationInto(n, "read_timeout", "server", &s->read_timeout));
+    PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", "server", &s->idle_timeout));
+    PL_RETURN_IF_ERROR(DurationInto(n, "shutdown_timeout", "server", &s->shutdown_timeout));
+    return OkStatus();
+  }
+
+  Status ParseFunction(const std::string& name, const YAML::Node& n, FunctionConfig* f) {
+    std::string path = "functions." + name;
+    *f = DefaultFunction(name);
+    if (n.IsNull()) return OkStatus();
+    PL_RETURN_IF_ERROR(CheckKeys(n, path,
+                                 {"model", "version", "min_instances", "max_instances", "concurrency",
+                                  "idle_timeout", "max_queue", "queue_timeout", "timeout", "routes", "runtime"}));
+    if (n["runtime"] && n["runtime"].Scalar() != "onnx") {
+      return Error(path + ".runtime", "'" + n["runtime"].Scalar() + "' is not supported yet; use onnx");
+    }
+    PL_RETURN_IF_ERROR(StringInto(n, "model", path, &f->model));
+    if (n["version"]) {
+      const auto& v = n["version"];
+      if (!v.IsScalar() || v.Scalar().empty()) return Error(path + ".version", "must be 'current' or a version");
+      f->version = v.Scalar();
+    }
+    PL_RETURN_IF_ERROR(IntInto(n, "min_instances", path, 0, 1024, &f->min_instances));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_instances", path, 1, 1024, &f->max_instances));
+    PL_RETURN_IF_ERROR(IntInto(n, "concurrency", path, 1, 100000, &f->concurrency));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_queue", path, 0, 1000000, &f->max_queue));
+    PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", path, &f->idle_timeout));
+    PL_RETURN_IF_ERROR(DurationInto(n, "queue_timeout", path, &f->queue_timeout));
+    PL_RETURN_IF_ERROR(DurationInto(n, "timeout", path, &f->timeout));
+    if (f->timeout <= Duration::zero()) return Error(path + ".timeout", "must be greater than 0");
+    if (n["routes"]) {
+      const auto& r = n["routes"];
+      if (!r.IsSequence()) return Error(path + ".routes", "must be a list of paths such as [/v1/digits]");
+      for (const auto& p : r) {
+        std::string route = p.IsScalar() ? p.Scalar() : "";
+        if (route.empty() || route.front() != '/' || route.find_first_of("?# ") != std::string::npos) {
+          return Error(path + ".routes", "'" + route + "' must be a path starting with '/'");
+        }
+        f->routes.push_back(route);
+      }
+    }
+    if (f->min_instances > f->max_instances) {
+      return Error(path + ".min_instances",
+                   fmt::format("({}) must not exceed max_instances ({})", f->min_instances, f->max_instances));
+    }
+    return OkStatus();
+  }
+
+  StatusOr<Config> Parse(const std::string& text) {
+    Config c;
+    c.source = source_;
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      return InvalidArgumentError(fmt::format("{}: not valid YAML at line {}: {}", source_, e.mark.line + 1, e.msg));
+    }
+    if (root.IsNull()) return c;
+    try {
+      PL_RETURN_IF_ERROR(CheckKeys(root, "", {"server", "store", "state_dir", "default_function", "functions"}));
+      if (root["server"]) PL_RETURN_IF_ERROR(ParseServer(root["server"], &c.server));
+      PL_RETURN_IF_ERROR(StringInto(root, "store", "", &c.store));
+      PL_RETURN_IF_ERROR(StringInto(root, "state_dir", "", &c.state_dir));
+      PL_RETURN_IF_ERROR(StringInto(root, "default_function", "", &c.default_function));
+      if (root["functions"]) {
+        const auto& fs = root["functions"];
+        if (!fs.IsMap()) return Error("functions", "must be a mapping of function name to settings");
+        c.functions_listed = true;
+        for (const auto& kv : fs) {
+          std::string name = kv.first.as<std::string>();
+          FunctionConfig f;
+          PL_RETURN_IF_ERROR(ParseFunction(name, kv.second, &f));
+          c.functions[name] = std::move(f);
+        }
+      }
+    } catch (const YAML::Exception& e) {
+      return InvalidArgumentError(fmt::format("{}: line {}: {}", source_, e.mark.line + 1, e.msg));
+    }
+    PL_RETURN_IF_ERROR(Validate(c));
+    return c;
+  }
+
+ private:
+  std::string source_;
+};
+
+bool ValidFunctionName(const std::string& n) {
+  if (n.empty() || n.size() > 128 || n.front() == '.') return false;
+  for (char ch : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+FunctionConfig DefaultFunction(const std::string& name) {
+  FunctionConfig f;
+  f.name = name;
+  f.model = name;
+  return f;
+}
+
+Status Validate(const Config& c) {
+  for (const auto& [name, f] : c.functions) {
+    if (!ValidFunctionName(name)) {
+      return InvalidArgumentError(fmt::format("{}: functions.{}: function names use 1-128 of A-Z a-z 0-9 . _ -",
+                                              c.source, name));
+    }
+  }
+  if (!c.default_function.empty() && c.functions_listed && !c.functions.count(c.default_function)) {
+    return InvalidArgumentError(fmt::format("{}: default_function: '{}' is not one of the functions listed",
+                                            c.source, c.default_function));
+  }
+  auto colon = c.server.listen.rfind(':');
+  if (colon == std::string::npos || colon + 1 >= c.server.listen.size()) {
+    return InvalidArgumentError(
+        fmt::format("{}: server.listen: '{}' must be HOST:PORT, e.g. 127.0.0.1:8080", c.source, c.server.listen));
+  }
+  return OkStatus();
+}
+
+StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& source_name) {
+  return Parser(source_name).Parse(yaml_text);
+}
+
+StatusOr<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFoundError("cannot read config file " + path + ": no such file (or not readable)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ParseConfig(ss.str(), path);
+}
+
+}  // namespace pilotlight::config

@@ -1,0 +1,60 @@
+// pilotlight.yaml → typed, validated specs. Every problem names the key path and what is
+// wrong ("functions.digits.idle_timeout: 'banana' is not a duration; ..."). Unknown keys are
+// errors (typos must not silently fall back to defaults). Value types; no shared state.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+
+namespace pilotlight::config {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:8080";
+  uint64_t max_body_bytes = 6 * 1024 * 1024;       // request body limit (413 above it)
+  uint64_t max_header_bytes = 16 * 1024;            // request line + headers (431 above it)
+  int64_t max_tensor_elements = 16 * 1024 * 1024;   // per input tensor (400 above it)
+  uint32_t max_batch_items = 256;                   // elements in a /v1/batch array
+  int threads = 0;                                  // HTTP threads; 0 = one per core
+  Duration read_timeout = std::chrono::seconds(30); // time to receive a whole request
+  Duration idle_timeout = std::chrono::seconds(60); // keep-alive idle connection
+  Duration shutdown_timeout = std::chrono::seconds(30);  // SIGTERM drain limit
+};
+
+struct FunctionConfig {
+  std::string name;
+  std::string model;               // store model name; default: the function's name
+  std::string version = "current"; // or a pinned version
+  int min_instances = 0;
+  int max_instances = 1;
+  int concurrency = 8;             // in-flight requests per instance
+  Duration idle_timeout = std::chrono::seconds(300);
+  int max_queue = 64;
+  Duration queue_timeout = std::chrono::seconds(2);
+  Duration timeout = std::chrono::seconds(30);   // one model run
+  std::vector<std::string> routes; // extra POST paths that invoke this function
+};
+
+struct Config {
+  ServerConfig server;
+  std::string store = "file://./models";
+  std::string state_dir = "./.pilotlight";
+  std::string default_function;
+  std::map<std::string, FunctionConfig> functions;
+  bool functions_listed = false;   // false: serve every model in the store with defaults
+  std::string source = "<defaults>";
+};
+
+// InvalidArgument naming file, key and problem.
+StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& source_name);
+StatusOr<Config> LoadConfigFile(const std::string& path);
+// A function spec with every default, for models served without a config entry.
+FunctionConfig DefaultFunction(const std::string& name);
+// Cross-field checks (default_function exists, min ≤ max, ...), also after CLI overrides.
+Status Validate(const Config& c);
+
+}  // namespace pilotlight::config

@@ -1,0 +1,385 @@
+#include "gateway/gateway.h"
+
+#include <atomic>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common/ids.h"
+#include "common/logging.h"
+#include "gateway/error_mapping.h"
+
+namespace pilotlight::gateway {
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+simdjson::dom::parser& ThreadParser() {
+  thread_local simdjson::dom::parser parser;
+  return parser;
+}
+
+// Value of `key` in a query string ("a=1&model=x"); no percent-decoding is needed for the
+// names we accept ([A-Za-z0-9._-]).
+std::string QueryParam(std::string_view query, std::string_view key) {
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view part = query.substr(0, amp);
+    size_t eq = part.find('=');
+    if (part.substr(0, eq) == key) return std::string(eq == std::string_view::npos ? "" : part.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return "";
+}
+
+std::string FormatMs(double ms) { return fmt::format("{:.3f}", ms); }
+
+}  // namespace
+
+struct Gateway::Call {
+  std::string request_id;
+  std::string body;
+  Done done;
+  Response response;
+  // Set while Acquire() runs on `acquire_thread`: a callback running inline may reuse the DOM
+  // parsed on this thread; a later one must parse again on its own thread.
+  std::atomic<bool> in_acquire{false};
+  std::string x_model;  // routing hint for /v1/infer (X-Model header, or a batch item's model)
+  std::thread::id acquire_thread;
+
+  void Finish() { done(std::move(response)); }
+  void Fail(const Status& s) {
+    SetError(response, s, request_id);
+    Finish();
+  }
+  void Fail(int status, std::string_view type, std::string_view message) {
+    SetError(response, status, type, message, request_id);
+    Finish();
+  }
+};
+
+Gateway::Gateway(GatewayOptions options, scheduler::Scheduler* scheduler, metrics::Registry* metrics)
+    : options_(std::move(options)), scheduler_(scheduler), metrics_(metrics) {}
+
+void Gateway::Handle(Request&& req, Done done) {
+  auto call = std::make_shared<Call>();
+  call->request_id = IsValidRequestId(req.x_request_id) ? std::move(req.x_request_id) : NewRequestId();
+  call->body = std::move(req.body);
+  call->done = std::move(done);
+  call->response.log.request_id = call->request_id;
+  call->x_model = std::move(req.x_model);
+
+  std::string_view target = req.target;
+  size_t qpos = target.find('?');
+  std::string_view path = target.substr(0, qpos);
+  std::string_view query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
+  bool post = req.method == "POST";
+  bool get = req.method == "GET" || req.method == "HEAD";
+  auto wrong_method = [&](const char* allow) {
+    call->response.headers.emplace_back("Allow", allow);
+    call->Fail(405, "method_not_allowed", fmt::format("{} {} is not supported; use {}", req.method, path, allow));
+  };
+
+  constexpr std::string_view kFn = "/v1/functions/";
+  constexpr std::string_view kInvoke = "/invoke";
+  if (path.size() > kFn.size() + kInvoke.size() && path.substr(0, kFn.size()) == kFn &&
+      path.substr(path.size() - kInvoke.size()) == kInvoke) {
+    if (!post) return wrong_method("POST");
+    std::string name(path.substr(kFn.size(), path.size() - kFn.size() - kInvoke.size()));
+    auto* pool = Route(name, call->response, call->request_id);
+    if (!pool) return call->Finish();
+    element doc;
+    if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
+      return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+    }
+    return Invoke(call, pool, doc);
+  }
+  if (path == "/v1/infer") return post ? Infer(call, query) : wrong_method("POST");
+  if (path == "/v1/batch") return post ? Batch(call, query) : wrong_method("POST");
+  if (path == "/v1/health") return get ? Health(call, query) : wrong_method("GET");
+  if (path == "/metrics") {
+    if (!get) return wrong_method("GET");
+    call->response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    call->response.body = metrics_->Serialize();
+    return call->Finish();
+  }
+  auto route = options_.routes.find(std::string(path));
+  if (route != options_.routes.end()) {
+    if (!post) return wrong_method("POST");
+    auto* pool = Route(route->second, call->response, call->request_id);
+    if (!pool) return call->Finish();
+    element doc;
+    if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
+      return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+    }
+    return Invoke(call, pool, doc);
+  }
+  call->Fail(404, "not_found",
+             fmt::format("no route for {} {}; see /openapi.json or the README's API reference", req.method, path));
+}
+
+scheduler::FunctionPool* Gateway::Route(const std::string& name, Response& r, std::string_view request_id) {
+  auto* pool = scheduler_->Find(name);
+  if (!pool) {
+    SetError(r, 404, "not_found", fmt::format("function '{}' does not exist", name), request_id);
+    r.log.function = name.size() <= 128 ? name : name.substr(0, 128);
+    return nullptr;
+  }
+  r.log.function = name;
+  r.function_metrics = pool->metrics();
+  return pool;
+}
+
+void Gateway::Infer(std::shared_ptr<Call> call, std::string_view query) {
+  element doc;
+  if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
+    return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+  }
+  std::string name = QueryParam(query, "model");
+  if (name.empty()) name = call->x_model;
+  if (name.empty() && doc.type() == element_type::OBJECT) {
+    std::string_view m;
+    if (doc["model"].get(m) == simdjson::SUCCESS) name = std::string(m);
+  }
+  if (name.empty()) name = options_.default_function;
+  if (name.empty()) {
+    return call->Fail(400, "invalid_input",
+                      "no model given: pass ?model=NAME, an X-Model header or \"model\" in the body "
+                      "(or set default_function in the config)");
+  }
+  auto* pool = Route(name, call->response, call->request_id);
+  if (!pool) return call->Finish();
+  Invoke(call, pool, doc);
+}
+
+void Gateway::Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, element doc) {
+  element inputs;
+  if (doc.type() != element_type::OBJECT || doc["inputs"].get(inputs) != simdjson::SUCCESS ||
+      (inputs.type() != element_type::ARRAY && inputs.type() != element_type::OBJECT)) {
+    return call->Fail(400, "invalid_input",
+                      "the body must be a JSON object with \"inputs\": [[...]] (one input) or "
+                      "{\"name\": [[...]], ...} (named inputs)");
+  }
+  call->acquire_thread = std::this_thread::get_id();
+  call->in_acquire.store(true);
+  pool->Acquire([this, call, doc](StatusOr<scheduler::Lease> lease) {
+    if (!lease.ok()) return call->Fail(lease.status());
+    element d = doc;
+    if (!(call->in_acquire.load() && std::this_thread::get_id() == call->acquire_thread)) {
+      if (ThreadParser().parse(call->body).get(d) != simdjson::SUCCESS) {
+        return call->Fail(InternalError("re-parse of an accepted body failed"));
+      }
+    }
+    Execute(call, *lease, d);
+  });
+  call->in_acquire.store(false);
+}
+
+void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, element doc) {
+  Response& r = call->response;
+  RequestLog& log = r.log;
+  log.version = lease.version();
+  log.cold_start = lease.cold_start;
+  log.fetch_ms = ToMillis(lease.fetch_time);
+  log.load_ms = ToMillis(lease.load_time);
+  log.queue_ms = ToMillis(lease.queue_time);
+
+  const auto& specs = lease.instance().inputs();
+  element inputs = doc["inputs"].value_unsafe();
+  std::vector<tensor::NamedTensor> tensors;
+  bool list_form = inputs.type() == element_type::ARRAY;
+  if (list_form) {
+    if (specs.size() != 1) {
+      std::string names;
+      for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
+      return call->Fail(InvalidArgumentError(fmt::format(
+          "function '{}' has {} inputs ({}); send them by name: {{\"inputs\": {{\"{}\": [[...]], ...}}}}",
+          log.function, specs.size(), names, specs.front().name)));
+    }
+    auto t = tensor::DecodeJsonTensor(inputs, specs[0], options_.limits);
+    if (!t.ok()) return call->Fail(t.status());
+    tensors.push_back({specs[0].name, std::move(t).value()});
+  } else {
+    simdjson::dom::object named = inputs.get_object().value_unsafe();
+    for (auto [key, value] : named) {
+      auto spec = std::find_if(specs.begin(), specs.end(), [&](const auto& s) { return s.name == key; });
+      if (spec == specs.end()) {
+        std::string names;
+        for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
+        return call->Fail(InvalidArgumentError(
+            fmt::format("unknown input '{}'; the model's inputs are: {}", std::string(key), names)));
+      }
+      auto t = tensor::DecodeJsonTensor(value, *spec, options_.limits);
+      if (!t.ok()) return call->Fail(t.status());
+      tensors.push_back({spec->name, std::move(t).value()});
+    }
+    for (const auto& s : specs) {
+      if (std::none_of(tensors.begin(), tensors.end(), [&](const auto& t) { return t.name == s.name; })) {
+        return call->Fail(InvalidArgumentError(fmt::format("missing input '{}' ({} {})", s.name,
+                                                           tensor::DTypeName(s.dtype), tensor::ShapeString(s.shape))));
+      }
+    }
+  }
+  log.input_shapes = "{";
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    log.input_shapes += fmt::format("{}\"{}\":{}", i ? "," : "", tensors[i].name, tensor::ShapeString(tensors[i].tensor.shape));
+  }
+  log.input_shapes += "}";
+
+  auto t0 = std::chrono::steady_clock::now();
+  auto outputs = lease.instance().Run(tensors, lease.run_deadline);
+  Duration run = std::chrono::steady_clock::now() - t0;
+  log.handler_ms = ToMillis(run);
+  if (lease.first_run) {
+    lease.RecordFirstRun(run);
+    log.first_run_ms = log.handler_ms;
+  }
+  lease.Release();
+  if (!outputs.ok()) return call->Fail(outputs.status());
+
+  std::string& body = r.body;
+  body.reserve(256);
+  body += "{\"model\":\"";
+  body += JsonEscape(log.function);
+  body += "\",\"version\":\"";
+  body += JsonEscape(log.version);
+  body += "\",\"outputs\":";
+  if (list_form && outputs->size() == 1) {
+    tensor::EncodeJsonTensor(outputs->front().tensor, body);
+  } else {
+    body += '{';
+    for (size_t i = 0; i < outputs->size(); ++i) {
+      if (i) body += ',';
+      body += '"';
+      body += JsonEscape((*outputs)[i].name);
+      body += "\":";
+      tensor::EncodeJsonTensor((*outputs)[i].tensor, body);
+    }
+    body += '}';
+  }
+  body += "}";
+  r.headers.emplace_back("X-Cold-Start", log.cold_start ? "true" : "false");
+  r.headers.emplace_back("Server-Timing",
+                         fmt::format("fetch;dur={}, load;dur={}, first_run;dur={}, queue;dur={}, run;dur={}",
+                                     FormatMs(log.fetch_ms), FormatMs(log.load_ms), FormatMs(log.first_run_ms),
+                                     FormatMs(log.queue_ms), FormatMs(log.handler_ms)));
+  call->Finish();
+}
+
+void Gateway::Batch(std::shared_ptr<Call> call, std::string_view query) {
+  element doc;
+  if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
+    return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+  }
+  if (doc.type() != element_type::ARRAY) {
+    return call->Fail(400, "invalid_input", "the /v1/batch body must be a JSON array of /v1/infer bodies");
+  }
+  auto arr = doc.get_array().value_unsafe();
+  size_t n = arr.size();
+  if (n > options_.max_batch_items) {
+    return call->Fail(400, "invalid_input",
+                      fmt::format("the batch has {} items; the limit is {} (server.max_batch_items)", n,
+                                  options_.max_batch_items));
+  }
+  if (n == 0) {
+    call->response.body = "[]";
+    return call->Finish();
+  }
+  struct Join {
+    std::vector<std::string> results;
+    std::atomic<size_t> remaining;
+    std::shared_ptr<Call> call;
+  };
+  auto join = std::make_shared<Join>();
+  join->results.resize(n);
+  join->remaining = n;
+  join->call = call;
+  std::string routed = QueryParam(query, "model");
+  if (routed.empty()) routed = call->x_model;
+
+  // Each item becomes its own call with its own body, so items can wait and run independently.
+  std::vector<std::string> bodies, models;
+  bodies.reserve(n);
+  for (element item : arr) {
+    bodies.push_back(simdjson::minify(item));
+    // An item's own "model" wins over the batch-wide ?model= / X-Model.
+    std::string_view m;
+    if (item.type() == element_type::OBJECT && item["model"].get(m) == simdjson::SUCCESS) {
+      models.emplace_back(m);
+    } else {
+      models.push_back(routed);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    auto sub = std::make_shared<Call>();
+    sub->request_id = fmt::format("{}-{}", call->request_id, i);
+    sub->response.log.request_id = sub->request_id;
+    sub->body = std::move(bodies[i]);
+    sub->done = [join, i](Response&& r) {
+      if (r.function_metrics) r.function_metrics->CountRequest(r.status);
+      join->results[i] = std::move(r.body);
+      if (join->remaining.fetch_sub(1) == 1) {
+        std::string out = "[";
+        for (size_t k = 0; k < join->results.size(); ++k) {
+          if (k) out += ',';
+          out += join->results[k];
+        }
+        out += "]";
+        join->call->response.body = std::move(out);
+        join->call->Finish();
+      }
+    };
+    sub->x_model = std::move(models[i]);
+    Infer(sub, "");
+  }
+}
+
+void Gateway::Health(std::shared_ptr<Call> call, std::string_view query) {
+  auto names = scheduler_->FunctionNames();
+  auto respond = [this, call, names](const std::map<std::string, std::string>& warm_errors) {
+    nlohmann::json fns = nlohmann::json::object();
+    for (const auto& n : names) {
+      auto* pool = scheduler_->Find(n);
+      auto s = pool->Snapshot();
+      nlohmann::json f = {{"state", s.state},           {"version", s.version},     {"instances", s.instances},
+                          {"loading", s.loading},       {"queue_depth", s.queue_depth}, {"in_flight", s.in_flight},
+                          {"min_instances", pool->options().min_instances},
+                          {"max_instances", pool->options().max_instances}};
+      if (!s.last_error.empty()) f["last_error"] = s.last_error;
+      auto it = warm_errors.find(n);
+      if (it != warm_errors.end()) f["warm_error"] = it->second;
+      fns[n] = std::move(f);
+    }
+    bool ok = warm_errors.empty();
+    nlohmann::json j = {{"status", ok ? "ok" : "degraded"}, {"functions", fns}};
+    call->response.status = ok ? 200 : 503;
+    call->response.body = j.dump();
+    call->Finish();
+  };
+  std::string warm = QueryParam(query, "warm");
+  if (warm != "true" && warm != "1") return respond({});
+  if (names.empty()) return respond({});
+  struct Join {
+    std::mutex mu;
+    std::map<std::string, std::string> errors;
+    size_t remaining;
+  };
+  auto join = std::make_shared<Join>();
+  join->remaining = names.size();
+  for (const auto& n : names) {
+    scheduler_->Find(n)->WarmUp([join, n, respond](Status st) {
+      bool last;
+      {
+        std::lock_guard<std::mutex> l(join->mu);
+        if (!st.ok()) join->errors[n] = st.ToString();
+        last = --join->remaining == 0;
+      }
+      if (last) respond(join->errors);
+    });
+  }
+}
+
+}  // namespace pilotlight::gateway

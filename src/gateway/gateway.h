@@ -1,0 +1,56 @@
+// Gateway: the public API surface, independent of the transport.
+//
+//   POST /v1/functions/{name}/invoke   seeds' JSON in, outputs out
+//   POST /v1/infer                     routed by ?model=, X-Model, "model" in the body, or
+//                                      default_function
+//   POST /v1/batch                     array of /v1/infer bodies → array of results/errors
+//   GET  /v1/health[?warm=true]        liveness + per-function state (warm: load first)
+//   GET  /metrics                      Prometheus text
+//   POST <route>                       extra routes from a function's `routes:`
+//
+// Handle() never blocks: it answers through `done`, exactly once, possibly on another thread.
+// Thread-safety: Handle() may be called concurrently from any thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "gateway/api.h"
+#include "scheduler/scheduler.h"
+#include "tensor/json_codec.h"
+
+namespace pilotlight::gateway {
+
+struct GatewayOptions {
+  std::string default_function;
+  tensor::DecodeLimits limits;
+  uint32_t max_batch_items = 256;
+  std::map<std::string, std::string> routes;  // extra path → function
+};
+
+using Done = std::function<void(Response&&)>;
+
+class Gateway {
+ public:
+  Gateway(GatewayOptions options, scheduler::Scheduler* scheduler, metrics::Registry* metrics);
+
+  void Handle(Request&& request, Done done);
+
+ private:
+  struct Call;
+  void Infer(std::shared_ptr<Call> call, std::string_view query);
+  void Batch(std::shared_ptr<Call> call, std::string_view query);
+  void Health(std::shared_ptr<Call> call, std::string_view query);
+  // `doc` must be the parse of call->body on this thread's parser.
+  void Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, simdjson::dom::element doc);
+  void Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, simdjson::dom::element doc);
+  scheduler::FunctionPool* Route(const std::string& name, Response& r, std::string_view request_id);
+
+  GatewayOptions options_;
+  scheduler::Scheduler* scheduler_;
+  metrics::Registry* metrics_;
+};
+
+}  // namespace pilotlight::gateway

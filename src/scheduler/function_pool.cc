@@ -1,0 +1,356 @@
+#include "scheduler/function_pool.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "common/logging.h"
+
+namespace pilotlight::scheduler {
+
+struct Slot {
+  uint64_t id = 0;
+  std::unique_ptr<runtime::Instance> instance;
+  store::Manifest manifest;
+  int in_flight = 0;
+  TimePoint last_used{};
+  bool pending_cold = false;  // the next lease reports the cold start that created this slot
+  bool first_run_pending = true;
+  Duration fetch_time{0}, load_time{0};
+};
+
+// ---- Lease -----------------------------------------------------------------------------------
+
+Lease::Lease(Lease&& o) noexcept
+    : cold_start(o.cold_start), fetch_time(o.fetch_time), load_time(o.load_time), queue_time(o.queue_time),
+      first_run(o.first_run), run_deadline(o.run_deadline), pool_(o.pool_), slot_(std::move(o.slot_)) {
+  o.pool_ = nullptr;
+}
+
+Lease::~Lease() { Release(); }
+
+void Lease::Release() {
+  if (pool_ && slot_) {
+    std::shared_ptr<Slot> s = std::move(slot_);
+    pool_->Release(s);
+  }
+  pool_ = nullptr;
+}
+
+runtime::Instance& Lease::instance() const { return *slot_->instance; }
+const store::Manifest& Lease::manifest() const { return slot_->manifest; }
+const std::string& Lease::version() const { return slot_->manifest.version; }
+
+void Lease::RecordFirstRun(Duration d) const {
+  if (pool_) pool_->metrics()->init_first_run->Observe(ToSeconds(d));
+}
+
+// ---- FunctionPool ----------------------------------------------------------------------------
+
+FunctionPool::FunctionPool(PoolOptions options, store::ModelStore* store, runtime::Runtime* runtime,
+                           metrics::FunctionMetrics* metrics, Clock* clock, ThreadPool* workers, ThreadPool* loaders)
+    : options_(std::move(options)), store_(store), runtime_(runtime), metrics_(metrics), clock_(clock),
+      workers_(workers), loaders_(loaders) {}
+
+FunctionPool::~FunctionPool() = default;
+
+std::shared_ptr<Slot> FunctionPool::FreeSlotLocked() {
+  std::shared_ptr<Slot> best;
+  for (const auto& s : slots_) {
+    if (s->in_flight < options_.concurrency && (!best || s->in_flight < best->in_flight)) best = s;
+  }
+  return best;
+}
+
+Lease FunctionPool::MakeLeaseLocked(const std::shared_ptr<Slot>& slot, TimePoint enqueued, bool queued) {
+  TimePoint now = clock_->Now();
+  slot->in_flight++;
+  in_flight_++;
+  slot->last_used = now;
+  Lease lease(this, slot);
+  if (queued) lease.queue_time = now - enqueued;
+  if (slot->pending_cold) {
+    slot->pending_cold = false;
+    lease.cold_start = true;
+    lease.fetch_time = slot->fetch_time;
+    lease.load_time = slot->load_time;
+    metrics_->cold_starts->Increment();
+  }
+  if (slot->first_run_pending) {
+    slot->first_run_pending = false;
+    lease.first_run = true;
+  }
+  lease.run_deadline = now + options_.timeout;
+  return lease;
+}
+
+void FunctionPool::Acquire(AcquireCallback cb) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (draining_) {
+    l.unlock();
+    cb(UnavailableError("the server is shutting down; retry on another instance"));
+    return;
+  }
+  if (queue_.empty()) {
+    if (auto slot = FreeSlotLocked()) {
+      Lease lease = MakeLeaseLocked(slot, TimePoint{}, false);
+      UpdateGaugesLocked();
+      l.unlock();
+      cb(std::move(lease));
+      return;
+    }
+  }
+  if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+    l.unlock();
+    cb(ResourceExhaustedError(fmt::format("function '{}' is at capacity: {} requests already queued (max_queue)",
+                                          options_.function, options_.max_queue)));
+    return;
+  }
+  TimePoint now = clock_->Now();
+  queue_.push_back({std::move(cb), now, now + options_.queue_timeout});
+  if (loading_ == 0 && static_cast<int>(slots_.size()) < options_.max_instances) StartLoadLocked(true);
+  UpdateGaugesLocked();
+}
+
+void FunctionPool::WarmUp(std::function<void(Status)> done) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (!slots_.empty()) {
+    l.unlock();
+    done(OkStatus());
+    return;
+  }
+  warm_waiters_.push_back(std::move(done));
+  if (loading_ == 0) StartLoadLocked(false);
+  UpdateGaugesLocked();
+}
+
+void FunctionPool::StartLoadLocked(bool for_request) {
+  loading_++;
+  loaders_->Post([this, for_request] { DoLoad(for_request); });
+}
+
+namespace {
+Status CheckSchema(const store::Manifest& m, const runtime::Instance& inst) {
+  auto same = [](const std::vector<store::TensorInfo>& a, const std::vector<tensor::TensorSpec>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (a[i].name != b[i].name || a[i].dtype != tensor::DTypeName(b[i].dtype)) return false;
+    }
+    return true;
+  };
+  if (!same(m.inputs, inst.inputs()) || !same(m.outputs, inst.outputs())) {
+    return DataLossError("the manifest's inputs/outputs do not match the model file's; push the model again");
+  }
+  return OkStatus();
+}
+}  // namespace
+
+void FunctionPool::DoLoad(bool for_request) {
+  TimePoint t0 = clock_->Now();
+  auto resolved = store_->Resolve(options_.model, options_.version);
+  Status integrity_error;
+  if (!resolved.ok() && resolved.status().code() == StatusCode::kDataLoss) {
+    integrity_error = resolved.status();
+    std::string good;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      good = last_good_version_;
+    }
+    LogLine(spdlog::level::err, "model integrity check failed")
+        .Str("function", options_.function)
+        .Str("error", integrity_error.message())
+        .Str("fallback_version", good);
+    if (!good.empty()) {
+      auto fallback = store_->Resolve(options_.model, good);
+      if (fallback.ok()) resolved = std::move(fallback);
+    }
+  }
+  TimePoint t1 = clock_->Now();
+  StatusOr<std::unique_ptr<runtime::Instance>> inst =
+      resolved.ok() ? runtime_->Load({options_.function, resolved->local_path})
+                    : StatusOr<std::unique_ptr<runtime::Instance>>(resolved.status());
+  if (inst.ok()) {
+    Status schema = CheckSchema(resolved->manifest, **inst);
+    if (!schema.ok()) inst = schema;
+  }
+  TimePoint t2 = clock_->Now();
+  if (!inst.ok() && inst.status().code() == StatusCode::kNotFound) {
+    // The function exists; its model does not (yet): not ready rather than "no such route".
+    inst = FailedPreconditionError(inst.status().message());
+  }
+
+  Ready ready;
+  std::vector<std::function<void(Status)>> waiters;
+  Status result = inst.ok() ? OkStatus() : inst.status();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    loading_--;
+    if (inst.ok()) {
+      auto slot = std::make_shared<Slot>();
+      slot->id = ++next_slot_id_;
+      slot->instance = std::move(inst).value();
+      slot->manifest = resolved->manifest;
+      slot->last_used = t2;
+      slot->fetch_time = t1 - t0;
+      slot->load_time = t2 - t1;
+      slot->pending_cold = for_request;
+      slots_.push_back(slot);
+      last_good_version_ = slot->manifest.version;
+      last_error_ = integrity_error;
+      retry_backoff_ = std::chrono::milliseconds(500);
+      metrics_->init_fetch->Observe(ToSeconds(t1 - t0));
+      metrics_->init_load->Observe(ToSeconds(t2 - t1));
+      LogLine(spdlog::level::info, "instance loaded")
+          .Str("function", options_.function)
+          .Str("version", slot->manifest.version)
+          .Num("fetch_ms", ToMillis(t1 - t0))
+          .Num("load_ms", ToMillis(t2 - t1))
+          .Int("instances", static_cast<int64_t>(slots_.size()))
+          .Bool("for_request", for_request);
+      waiters.swap(warm_waiters_);
+      PumpLocked(ready);
+      // Still saturated with requests waiting: scale out, one load at a time.
+      if (!queue_.empty() && !FreeSlotLocked() && static_cast<int>(slots_.size()) < options_.max_instances) {
+        StartLoadLocked(true);
+      }
+    } else {
+      last_error_ = result;
+      metrics_->load_failures->Increment();
+      retry_after_ = t2 + retry_backoff_;
+      retry_backoff_ = std::min<Duration>(retry_backoff_ * 2, std::chrono::seconds(30));
+      LogLine(spdlog::level::err, "instance load failed")
+          .Str("function", options_.function)
+          .Str("model", options_.model)
+          .Str("version", options_.version)
+          .Str("error", result.ToString());
+      waiters.swap(warm_waiters_);
+      if (slots_.empty()) {
+        // Nothing can serve the queued requests: answer them with the reason.
+        for (auto& w : queue_) ready.emplace_back(std::move(w.cb), result);
+        queue_.clear();
+      }
+    }
+    UpdateGaugesLocked();
+  }
+  for (auto& w : waiters) w(result);
+  Deliver(ready, true);
+}
+
+void FunctionPool::PumpLocked(Ready& ready) {
+  while (!queue_.empty()) {
+    auto slot = FreeSlotLocked();
+    if (!slot) break;
+    Waiter w = std::move(queue_.front());
+    queue_.pop_front();
+    ready.emplace_back(std::move(w.cb), MakeLeaseLocked(slot, w.enqueued, true));
+  }
+}
+
+void FunctionPool::Deliver(Ready& ready, bool post) {
+  for (auto& [cb, result] : ready) {
+    if (post) {
+      auto task = std::make_shared<std::pair<AcquireCallback, StatusOr<Lease>>>(std::move(cb), std::move(result));
+      workers_->Post([task] { task->first(std::move(task->second)); });
+    } else {
+      cb(std::move(result));
+    }
+  }
+  ready.clear();
+}
+
+void FunctionPool::Release(const std::shared_ptr<Slot>& slot) {
+  Ready ready;
+  std::shared_ptr<Slot> unload;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    slot->in_flight--;
+    in_flight_--;
+    slot->last_used = clock_->Now();
+    PumpLocked(ready);
+    if (options_.idle_timeout == Duration::zero() && slot->in_flight == 0 && queue_.empty() &&
+        static_cast<int>(slots_.size()) > options_.min_instances) {
+      auto it = std::find(slots_.begin(), slots_.end(), slot);
+      if (it != slots_.end()) {
+        unload = *it;
+        slots_.erase(it);
+        LogLine(spdlog::level::info, "instance unloaded (idle)")
+            .Str("function", options_.function)
+            .Str("version", slot->manifest.version)
+            .Int("instances", static_cast<int64_t>(slots_.size()));
+      }
+    }
+    UpdateGaugesLocked();
+  }
+  // Destroying a session takes a while: never on the request's thread.
+  if (unload) loaders_->Post([unload]() mutable { unload.reset(); });
+  Deliver(ready, true);
+}
+
+void FunctionPool::Tick() {
+  Ready ready;
+  std::vector<std::shared_ptr<Slot>> unload;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    TimePoint now = clock_->Now();
+    while (!queue_.empty() && queue_.front().deadline <= now) {
+      Waiter w = std::move(queue_.front());
+      queue_.pop_front();
+      ready.emplace_back(std::move(w.cb),
+                         ResourceExhaustedError(fmt::format(
+                             "function '{}' had no free instance within queue_timeout ({} ms); retry later",
+                             options_.function, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                    options_.queue_timeout).count())));
+    }
+    // Unload idle instances beyond the warm pool, least recently used first.
+    std::sort(slots_.begin(), slots_.end(), [](const auto& a, const auto& b) { return a->last_used > b->last_used; });
+    while (static_cast<int>(slots_.size()) > options_.min_instances) {
+      auto& s = slots_.back();
+      if (s->in_flight > 0 || now - s->last_used < options_.idle_timeout || !queue_.empty()) break;
+      LogLine(spdlog::level::info, "instance unloaded (idle)")
+          .Str("function", options_.function)
+          .Str("version", s->manifest.version)
+          .Int("instances", static_cast<int64_t>(slots_.size() - 1));
+      unload.push_back(std::move(s));
+      slots_.pop_back();
+    }
+    if (!draining_ && loading_ == 0 && static_cast<int>(slots_.size()) < options_.min_instances &&
+        now >= retry_after_) {
+      StartLoadLocked(false);
+    }
+    UpdateGaugesLocked();
+  }
+  unload.clear();
+  Deliver(ready, false);
+}
+
+void FunctionPool::BeginDrain() {
+  std::lock_guard<std::mutex> l(mu_);
+  draining_ = true;
+}
+
+bool FunctionPool::Idle() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return queue_.empty() && in_flight_ == 0 && loading_ == 0;
+}
+
+void FunctionPool::UpdateGaugesLocked() {
+  metrics_->instances_warm->Set(static_cast<double>(slots_.size()));
+  metrics_->instances_loading->Set(loading_);
+  metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
+  metrics_->in_flight->Set(in_flight_);
+}
+
+PoolSnapshot FunctionPool::Snapshot() const {
+  std::lock_guard<std::mutex> l(mu_);
+  PoolSnapshot s;
+  s.instances = static_cast<int>(slots_.size());
+  s.loading = loading_;
+  s.state = !slots_.empty() ? "warm" : loading_ > 0 ? "loading" : "cold";
+  s.version = last_good_version_;  // the version most recently loaded
+  s.queue_depth = static_cast<int>(queue_.size());
+  s.in_flight = in_flight_;
+  if (!last_error_.ok()) s.last_error = last_error_.ToString();
+  return s;
+}
+
+}  // namespace pilotlight::scheduler

@@ -1,0 +1,166 @@
+// FunctionPool: the instances of one function and the requests waiting for them.
+//
+// Instance states (per slot):  kLoading → kWarm → (idle past idle_timeout, beyond the warm
+// pool) → unloaded. A failed load leaves no slot. The pool as a whole is `cold` (no instance),
+// `loading` or `warm` (at least one instance).
+//
+// Admission contract (Acquire): the callback is called exactly once —
+//  * inline, on the caller's thread, with a Lease when a warm instance has a free slot and
+//    nobody is queued ahead;
+//  * later, on a worker thread, with a Lease when a slot frees up or an instance finishes
+//    loading;
+//  * with ResourceExhausted when the queue is full (at once) or the request waited longer
+//    than queue_timeout; with Unavailable when the pool is draining; with the load's error
+//    (NotFound, DataLoss, FailedPrecondition, ...) when no instance can be loaded.
+// A request that has been queued is never dropped: it gets a Lease or an error.
+//
+// Loads are single-flight: at most one load is in progress per function, so any number of
+// concurrent first requests cause exactly one load. Scale-out starts another load only when
+// every warm instance is saturated and requests are queued. When the target version fails
+// integrity checks, the pool falls back to the last version it loaded successfully.
+//
+// Thread-safety: all public methods are thread-safe. Callbacks run without the pool lock.
+#pragma once
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "common/thread_pool.h"
+#include "metrics/metrics.h"
+#include "runtime/runtime.h"
+#include "store/model_store.h"
+
+namespace pilotlight::scheduler {
+
+struct PoolOptions {
+  std::string function;
+  std::string model;
+  std::string version = "current";
+  int min_instances = 0;
+  int max_instances = 1;
+  int concurrency = 8;
+  Duration idle_timeout = std::chrono::seconds(300);
+  int max_queue = 64;
+  Duration queue_timeout = std::chrono::seconds(2);
+  Duration timeout = std::chrono::seconds(30);
+};
+
+struct Slot;
+class FunctionPool;
+
+// Pins one instance slot for one request; releases it on destruction. Move-only.
+class Lease {
+ public:
+  Lease(Lease&& o) noexcept;
+  Lease& operator=(Lease&& o) = delete;
+  Lease(const Lease&) = delete;
+  ~Lease();
+
+  runtime::Instance& instance() const;
+  const store::Manifest& manifest() const;
+  const std::string& version() const;
+
+  bool cold_start = false;      // this request waited for an instance loaded for it
+  Duration fetch_time{0};       // when cold_start
+  Duration load_time{0};        // when cold_start
+  Duration queue_time{0};       // time spent waiting for the slot
+  bool first_run = false;       // first Run on this instance
+  TimePoint run_deadline = TimePoint::max();
+
+  // Report the duration of this instance's first Run (metrics only).
+  void RecordFirstRun(Duration d) const;
+  // Releases the slot now (before the response is encoded and written).
+  void Release();
+
+ private:
+  friend class FunctionPool;
+  Lease(FunctionPool* pool, std::shared_ptr<Slot> slot) : pool_(pool), slot_(std::move(slot)) {}
+  FunctionPool* pool_;
+  std::shared_ptr<Slot> slot_;
+};
+
+using AcquireCallback = std::function<void(StatusOr<Lease>)>;
+
+struct PoolSnapshot {
+  std::string state;  // cold | loading | warm
+  std::string version;
+  int instances = 0;
+  int loading = 0;
+  int queue_depth = 0;
+  int in_flight = 0;
+  std::string last_error;
+};
+
+class FunctionPool {
+ public:
+  FunctionPool(PoolOptions options, store::ModelStore* store, runtime::Runtime* runtime,
+               metrics::FunctionMetrics* metrics, Clock* clock, ThreadPool* workers, ThreadPool* loaders);
+  ~FunctionPool();
+
+  void Acquire(AcquireCallback cb);
+
+  // Makes sure at least one instance is warm (loads one if needed); `done` gets OK or the
+  // load's error. Never blocks.
+  void WarmUp(std::function<void(Status)> done);
+
+  // Periodic housekeeping (the scheduler calls it every few ms; tests call it with a fake
+  // clock): expires queued requests past queue_timeout, unloads idle instances beyond the warm
+  // pool, and (re)starts loads to reach min_instances.
+  void Tick();
+
+  // Refuses new requests (Unavailable); queued and in-flight ones complete.
+  void BeginDrain();
+  bool Idle() const;  // nothing queued, in flight or loading
+
+  PoolSnapshot Snapshot() const;
+  const PoolOptions& options() const { return options_; }
+  metrics::FunctionMetrics* metrics() const { return metrics_; }
+
+ private:
+  friend class Lease;
+  struct Waiter {
+    AcquireCallback cb;
+    TimePoint enqueued;
+    TimePoint deadline;
+  };
+  using Ready = std::vector<std::pair<AcquireCallback, StatusOr<Lease>>>;
+
+  void Release(const std::shared_ptr<Slot>& slot);
+  void StartLoadLocked(bool for_request);   // requires mu_
+  void DoLoad(bool for_request);
+  void PumpLocked(Ready& ready);            // requires mu_
+  Lease MakeLeaseLocked(const std::shared_ptr<Slot>& slot, TimePoint enqueued, bool queued);
+  std::shared_ptr<Slot> FreeSlotLocked();
+  void UpdateGaugesLocked();
+  void Deliver(Ready& ready, bool post);
+
+  const PoolOptions options_;
+  store::ModelStore* const store_;
+  runtime::Runtime* const runtime_;
+  metrics::FunctionMetrics* const metrics_;
+  Clock* const clock_;
+  ThreadPool* const workers_;
+  ThreadPool* const loaders_;
+
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<Slot>> slots_;     // GUARDED_BY(mu_) warm instances
+  std::deque<Waiter> queue_;                     // GUARDED_BY(mu_)
+  int loading_ = 0;                              // GUARDED_BY(mu_)
+  int in_flight_ = 0;                            // GUARDED_BY(mu_)
+  bool draining_ = false;                        // GUARDED_BY(mu_)
+  std::string last_good_version_;                // GUARDED_BY(mu_)
+  Status last_error_;                            // GUARDED_BY(mu_)
+  TimePoint retry_after_{};                      // GUARDED_BY(mu_) min-instances retry backoff
+  Duration retry_backoff_{std::chrono::milliseconds(500)};
+  std::vector<std::function<void(Status)>> warm_waiters_;  // GUARDED_BY(mu_)
+  uint64_t next_slot_id_ = 0;                    // GUARDED_BY(mu_)
+};
+
+}  // namespace pilotlight::scheduler

@@ -1,0 +1,14 @@
+// The composition root: builds store, runtime, metrics, scheduler, gateway and HTTP server
+// from a Config, owns their threads, and runs until SIGTERM/SIGINT, then drains: stops
+// accepting, lets in-flight and queued requests finish (up to server.shutdown_timeout) and
+// returns 0.
+#pragma once
+
+#include "config/config.h"
+
+namespace pilotlight::server {
+
+// Blocks until a stop signal. Returns the process exit code; prints the reason on failure.
+int Serve(const config::Config& config);
+
+}  // namespace pilotlight::server

@@ -1,0 +1,32 @@
+// The seeds' JSON tensor format: nested arrays, batch dimension first.
+//
+// Decode walks a simdjson DOM value into a Tensor of the spec's dtype, checking on the way:
+// a rectangular (non-ragged) nesting of the spec's rank, every fixed dimension, the element
+// limit (checked before allocating), and each value's type: JSON integers feed int and float
+// inputs, any JSON number feeds float inputs, true/false feed bool inputs, anything else is
+// InvalidArgument naming the input and the position. Integers out of the dtype's range are
+// refused, never wrapped.
+//
+// Encode appends a tensor as nested JSON arrays; non-finite floats become null.
+// Stateless functions; safe from any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <simdjson.h>
+
+#include "tensor/tensor.h"
+
+namespace pilotlight::tensor {
+
+struct DecodeLimits {
+  int64_t max_elements = 16 * 1024 * 1024;  // per input tensor
+};
+
+StatusOr<Tensor> DecodeJsonTensor(simdjson::dom::element value, const TensorSpec& spec,
+                                  const DecodeLimits& limits);
+
+void EncodeJsonTensor(const Tensor& t, std::string& out);
+
+}  // namespace pilotlight::tensor

@@ -1,0 +1,85 @@
+#include "tensor/tensor.h"
+
+#include <fmt/format.h>
+
+namespace pilotlight::tensor {
+
+std::string_view DTypeName(DType t) {
+  switch (t) {
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+    case DType::kInt8: return "int8";
+    case DType::kUint8: return "uint8";
+    case DType::kInt16: return "int16";
+    case DType::kUint16: return "uint16";
+    case DType::kInt32: return "int32";
+    case DType::kUint32: return "uint32";
+    case DType::kInt64: return "int64";
+    case DType::kUint64: return "uint64";
+    case DType::kBool: return "bool";
+  }
+  return "unknown";
+}
+
+std::optional<DType> DTypeFromName(std::string_view n) {
+  for (DType t : {DType::kFloat32, DType::kFloat64, DType::kInt8, DType::kUint8, DType::kInt16, DType::kUint16,
+                  DType::kInt32, DType::kUint32, DType::kInt64, DType::kUint64, DType::kBool}) {
+    if (DTypeName(t) == n) return t;
+  }
+  return std::nullopt;
+}
+
+size_t DTypeSize(DType t) {
+  switch (t) {
+    case DType::kBool:
+    case DType::kInt8:
+    case DType::kUint8: return 1;
+    case DType::kInt16:
+    case DType::kUint16: return 2;
+    case DType::kFloat32:
+    case DType::kInt32:
+    case DType::kUint32: return 4;
+    case DType::kFloat64:
+    case DType::kInt64:
+    case DType::kUint64: return 8;
+  }
+  return 1;
+}
+
+bool IsFloat(DType t) { return t == DType::kFloat32 || t == DType::kFloat64; }
+
+int64_t Tensor::element_count() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ",";
+    s += shape[i] < 0 ? std::string("?") : std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+Status CheckAgainstSpec(const TensorSpec& spec, const Tensor& t) {
+  if (t.dtype != spec.dtype) {
+    return InvalidArgumentError(fmt::format("input '{}' expects dtype {}, got {}", spec.name,
+                                            DTypeName(spec.dtype), DTypeName(t.dtype)));
+  }
+  if (t.shape.size() != spec.shape.size()) {
+    return InvalidArgumentError(fmt::format("input '{}' expects rank {} (shape {}), got shape {}", spec.name,
+                                            spec.shape.size(), ShapeString(spec.shape), ShapeString(t.shape)));
+  }
+  for (size_t i = 0; i < spec.shape.size(); ++i) {
+    if (spec.shape[i] >= 0 && spec.shape[i] != t.shape[i]) {
+      return InvalidArgumentError(fmt::format("input '{}' dimension {} must be {} (shape {}), got shape {}",
+                                              spec.name, i, spec.shape[i], ShapeString(spec.shape),
+                                              ShapeString(t.shape)));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace pilotlight::tensor
