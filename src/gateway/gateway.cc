@@ -185,7 +185,9 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
   log.cold_start = lease.cold_start;
   log.fetch_ms = ToMillis(lease.fetch_time);
   log.load_ms = ToMillis(lease.load_time);
-  log.queue_ms = ToMillis(lease.queue_time);
+  // A cold request waits in the queue while its instance loads; report that wait as fetch and
+  // load, and only the remainder as queueing, so the Server-Timing phases add up.
+  log.queue_ms = std::max(0.0, ToMillis(lease.queue_time) - (lease.cold_start ? log.fetch_ms + log.load_ms : 0.0));
 
   const auto& specs = lease.instance().inputs();
   element inputs = doc["inputs"].value_unsafe();
@@ -223,6 +225,9 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
       }
     }
   }
+  if (tensors.size() > 1) {
+    if (Status st = tensor::CheckSymbolicDims(specs, tensors); !st.ok()) return call->Fail(st);
+  }
   log.input_shapes = "{";
   for (size_t i = 0; i < tensors.size(); ++i) {
     log.input_shapes += fmt::format("{}\"{}\":{}", i ? "," : "", tensors[i].name, tensor::ShapeString(tensors[i].tensor.shape));
@@ -233,6 +238,7 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
   auto outputs = lease.instance().Run(tensors, lease.run_deadline);
   Duration run = std::chrono::steady_clock::now() - t0;
   log.handler_ms = ToMillis(run);
+  lease.RecordRun(run);
   if (lease.first_run) {
     lease.RecordFirstRun(run);
     log.first_run_ms = log.handler_ms;

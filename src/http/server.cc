@@ -13,6 +13,7 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include "common/ids.h"
 #include "common/logging.h"
 #include "gateway/error_mapping.h"
 
@@ -123,7 +124,15 @@ class Session : public std::enable_shared_from_this<Session> {
                           : status == 431 ? fmt::format("the request headers exceed {} bytes (server.max_header_bytes)",
                                                         server_->options.max_header_bytes)
                                           : "malformed HTTP request: " + ec.message();
-    gateway::SetError(r, status, type, message, "");
+    // The headers may have been read (body too large): echo the client's id when it sent one.
+    std::string rid;
+    if (parser_) {
+      auto& h = parser_->get();
+      if (auto it = h.find("X-Request-Id"); it != h.end()) rid = std::string(it->value());
+    }
+    if (!IsValidRequestId(rid)) rid = NewRequestId();
+    r.log.request_id = rid;
+    gateway::SetError(r, status, type, message, rid);
     if (!busy_) start_ = std::chrono::steady_clock::now();
     busy_ = true;
     server_->active++;

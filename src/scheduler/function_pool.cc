@@ -41,6 +41,13 @@ runtime::Instance& Lease::instance() const { return *slot_->instance; }
 const store::Manifest& Lease::manifest() const { return slot_->manifest; }
 const std::string& Lease::version() const { return slot_->manifest.version; }
 
+void Lease::RecordRun(Duration d) const {
+  if (!pool_) return;
+  // Exponential moving average (1/8); relaxed races only blur the average.
+  int64_t old = pool_->typical_run_ns_.load(std::memory_order_relaxed);
+  pool_->typical_run_ns_.store(old + (d.count() - old) / 8, std::memory_order_relaxed);
+}
+
 void Lease::RecordFirstRun(Duration d) const {
   if (pool_) pool_->metrics()->init_first_run->Observe(ToSeconds(d));
 }
@@ -96,7 +103,13 @@ void FunctionPool::Acquire(AcquireCallback cb) {
       Lease lease = MakeLeaseLocked(slot, TimePoint{}, false);
       UpdateGaugesLocked();
       l.unlock();
-      cb(std::move(lease));
+      if (typical_run_ns_.load(std::memory_order_relaxed) <= options_.inline_run_limit.count()) {
+        cb(std::move(lease));
+      } else {
+        Ready ready;
+        ready.emplace_back(std::move(cb), std::move(lease));
+        Deliver(ready, true);
+      }
       return;
     }
   }

@@ -5,8 +5,8 @@
 // `loading` or `warm` (at least one instance).
 //
 // Admission contract (Acquire): the callback is called exactly once —
-//  * inline, on the caller's thread, with a Lease when a warm instance has a free slot and
-//    nobody is queued ahead;
+//  * inline, on the caller's thread, with a Lease when a warm instance has a free slot, nobody
+//    is queued ahead and the function's typical run is short (else on a worker thread);
 //  * later, on a worker thread, with a Lease when a slot frees up or an instance finishes
 //    loading;
 //  * with ResourceExhausted when the queue is full (at once) or the request waited longer
@@ -22,6 +22,7 @@
 // Thread-safety: all public methods are thread-safe. Callbacks run without the pool lock.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -50,6 +51,9 @@ struct PoolOptions {
   int max_queue = 64;
   Duration queue_timeout = std::chrono::seconds(2);
   Duration timeout = std::chrono::seconds(30);
+  // Requests run on the caller's (I/O) thread while the function's typical run is shorter
+  // than this; slower functions run on worker threads so I/O threads stay responsive.
+  Duration inline_run_limit = std::chrono::microseconds(500);
 };
 
 struct Slot;
@@ -74,6 +78,8 @@ class Lease {
   bool first_run = false;       // first Run on this instance
   TimePoint run_deadline = TimePoint::max();
 
+  // Report how long the model ran (feeds the inline-or-worker decision).
+  void RecordRun(Duration d) const;
   // Report the duration of this instance's first Run (metrics only).
   void RecordFirstRun(Duration d) const;
   // Releases the slot now (before the response is encoded and written).
@@ -161,6 +167,7 @@ class FunctionPool {
   Duration retry_backoff_{std::chrono::milliseconds(500)};
   std::vector<std::function<void(Status)>> warm_waiters_;  // GUARDED_BY(mu_)
   uint64_t next_slot_id_ = 0;                    // GUARDED_BY(mu_)
+  std::atomic<int64_t> typical_run_ns_{0};       // moving average of Run durations
 };
 
 }  // namespace pilotlight::scheduler

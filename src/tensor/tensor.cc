@@ -1,5 +1,7 @@
 #include "tensor/tensor.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace pilotlight::tensor {
@@ -61,6 +63,31 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
     s += shape[i] < 0 ? std::string("?") : std::to_string(shape[i]);
   }
   return s + "]";
+}
+
+Status CheckSymbolicDims(const std::vector<TensorSpec>& specs, const std::vector<NamedTensor>& inputs) {
+  struct Seen {
+    int64_t size;
+    const std::string* input;
+  };
+  std::vector<std::pair<std::string, Seen>> seen;
+  for (const auto& in : inputs) {
+    auto spec = std::find_if(specs.begin(), specs.end(), [&](const auto& s) { return s.name == in.name; });
+    if (spec == specs.end()) continue;
+    for (size_t d = 0; d < spec->dim_params.size() && d < in.tensor.shape.size(); ++d) {
+      const std::string& p = spec->dim_params[d];
+      if (p.empty()) continue;
+      auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& e) { return e.first == p; });
+      if (it == seen.end()) {
+        seen.push_back({p, {in.tensor.shape[d], &in.name}});
+      } else if (it->second.size != in.tensor.shape[d]) {
+        return InvalidArgumentError(fmt::format(
+            "inputs '{}' and '{}' must agree on dimension '{}' (the model names it so), got {} and {}",
+            *it->second.input, in.name, p, it->second.size, in.tensor.shape[d]));
+      }
+    }
+  }
+  return OkStatus();
 }
 
 Status CheckAgainstSpec(const TensorSpec& spec, const Tensor& t) {

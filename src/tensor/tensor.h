@@ -25,6 +25,9 @@ struct TensorSpec {
   std::string name;
   DType dtype = DType::kFloat32;
   std::vector<int64_t> shape;  // -1 = dynamic
+  // ONNX dim_param per dimension ("" when none): dimensions sharing a name must be equal
+  // across all inputs of one request (e.g. the batch dimension "N").
+  std::vector<std::string> dim_params;
 };
 
 struct Tensor {
@@ -43,6 +46,10 @@ struct NamedTensor {
   std::string name;
   Tensor tensor;
 };
+
+struct NamedTensor;
+// InvalidArgument when two inputs give different sizes to the same named dimension.
+Status CheckSymbolicDims(const std::vector<TensorSpec>& specs, const std::vector<NamedTensor>& inputs);
 
 // "[1,64]" for logs and error messages.
 std::string ShapeString(const std::vector<int64_t>& shape);

@@ -106,7 +106,8 @@ class Watchdog {
         entries_.erase(first);
         continue;
       }
-      cv_.wait_until(l, first->first.first);
+      TimePoint wake = first->first.first;  // a copy: the entry may be erased while we wait
+      cv_.wait_until(l, wake);
     }
   }
   std::mutex mu_;
@@ -135,8 +136,11 @@ StatusOr<std::vector<tensor::TensorSpec>> ReadSpecs(Ort::Session& s, bool inputs
                                                  inputs ? "input" : "output", name.get(),
                                                  static_cast<int>(info.GetElementType())));
     }
-    tensor::TensorSpec spec{name.get(), *dt, info.GetShape()};
+    tensor::TensorSpec spec{name.get(), *dt, info.GetShape(), {}};
     for (auto& d : spec.shape) d = d < 0 ? -1 : d;
+    std::vector<const char*> params(spec.shape.size(), nullptr);
+    info.GetSymbolicDimensions(params.data(), params.size());
+    for (const char* p : params) spec.dim_params.emplace_back(p ? p : "");
     out.push_back(std::move(spec));
   }
   return out;
