@@ -230,6 +230,7 @@ int main(int argc, char** argv) {
     if (!listen.empty()) cfg.server.listen = listen;
     if (!state_dir.empty()) cfg.state_dir = state_dir;
     if (Status v = config::Validate(cfg); !v.ok()) return Fail(v);
+    server::BlockStopSignals();  // before the logger starts its thread
     LogOptions lo;
     lo.format = log_format == "json" ? LogFormat::kJson : LogFormat::kText;
     lo.file = log_file;

@@ -94,10 +94,13 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(server_->options.max_body_bytes);
     stream_.expires_after(first_ ? server_->options.read_timeout : server_->options.idle_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+                             [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnHeader(ec, n); });
   }
 
-  void OnHeader(beast::error_code ec) {
+  // `head_bytes` is exactly the request line + fields + blank line. Beast's own header_limit is
+  // a coarser guard (it may admit a few bytes more), so the configured limit is enforced here.
+  void OnHeader(beast::error_code ec, size_t head_bytes) {
+    if (!ec && head_bytes > server_->options.max_header_bytes) ec = bhttp::error::header_limit;
     if (ec) return OnReadError(ec);
     busy_ = true;
     start_ = std::chrono::steady_clock::now();
@@ -291,10 +294,16 @@ void HttpServer::StopAccepting() {
     beast::error_code ec;
     s->acceptor.close(ec);
   });
-  std::lock_guard<std::mutex> l(state_->sessions_mu);
-  for (auto& [raw, weak] : state_->sessions) {
-    if (auto s = weak.lock()) net::dispatch(s->executor(), [s] { s->CloseIfIdle(); });
+  // Collect under the lock, act outside it: dropping the last reference to a session runs its
+  // destructor, which takes sessions_mu.
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard<std::mutex> l(state_->sessions_mu);
+    for (auto& [raw, weak] : state_->sessions) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
   }
+  for (auto& s : live) net::dispatch(s->executor(), [s] { s->CloseIfIdle(); });
 }
 
 int64_t HttpServer::ActiveRequests() const { return state_->active.load(); }

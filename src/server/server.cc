@@ -16,13 +16,25 @@
 
 namespace pilotlight::server {
 
+namespace {
+sigset_t StopSignals() {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGTERM);
+  sigaddset(&s, SIGINT);
+  return s;
+}
+}  // namespace
+
+void BlockStopSignals() {
+  sigset_t s = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &s, nullptr);
+}
+
 int Serve(const config::Config& cfg) {
-  // Block stop signals in every thread we start; this thread waits for them with sigwait.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Stop signals are blocked in every thread we start; this thread waits for them with sigwait.
+  BlockStopSignals();
+  sigset_t stop_signals = StopSignals();
   std::signal(SIGPIPE, SIG_IGN);
 
   auto blobs = store::OpenBlobStore(cfg.store);
@@ -103,9 +115,17 @@ int Serve(const config::Config& cfg) {
       .Int("in_flight", server.ActiveRequests());
   server.StopAccepting();
   auto deadline = std::chrono::steady_clock::now() + cfg.server.shutdown_timeout;
-  while (std::chrono::steady_clock::now() < deadline && (server.ActiveRequests() > 0 || !sched->Idle())) {
+  // Every queued or running request is an HTTP request not yet answered, so the HTTP count
+  // alone says when the accepted work is done.
+  auto next_report = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (std::chrono::steady_clock::now() < deadline && server.ActiveRequests() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (std::chrono::steady_clock::now() >= next_report) {
+      LogLine(spdlog::level::info, "draining").Int("unanswered", server.ActiveRequests()).Bool("scheduler_idle", sched->Idle());
+      next_report += std::chrono::seconds(1);
+    }
   }
+  sched->BeginDrain();
   int64_t left = server.ActiveRequests();
   server.Stop();
   sched.reset();

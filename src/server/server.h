@@ -8,6 +8,10 @@
 
 namespace pilotlight::server {
 
+// Blocks SIGTERM/SIGINT in the calling thread, so threads started afterwards inherit the mask
+// and Serve() can sigwait for them. Call before starting any thread (e.g. the logger's).
+void BlockStopSignals();
+
 // Blocks until a stop signal. Returns the process exit code; prints the reason on failure.
 int Serve(const config::Config& config);
 
