@@ -39,9 +39,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 struct Options {
   std::string model;
@@ -122,9 +120,15 @@ std::string JsonEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -140,24 +144,37 @@ std::string JsonEscape(const std::string& s) {
 
 const char* DtypeName(ONNXTensorElementDataType t) {
   switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
-    default: return nullptr;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
+      return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64:
+      return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL:
+      return "bool";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8:
+      return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8:
+      return "int8";
+    default:
+      return nullptr;
   }
 }
 
 size_t DtypeSize(ONNXTensorElementDataType t) {
   switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return 4;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return 8;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return 4;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return 8;
-    default: return 1;  // bool, uint8, int8
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return 4;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      return 8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
+      return 4;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64:
+      return 8;
+    default:
+      return 1;  // bool, uint8, int8
   }
 }
 
@@ -191,8 +208,8 @@ std::vector<Input> MakeInputs(Ort::Session& session, const Options& o) {
       if (in.shape[d] < 0) in.shape[d] = (d == 0) ? o.batch : 1;
     }
     if (!in.shape.empty() && in.model_shape[0] > 0 && in.model_shape[0] != o.batch) {
-      std::fprintf(stderr, "ort_raw: note: input '%s' has a fixed batch dimension %lld\n",
-                   in.name.c_str(), static_cast<long long>(in.model_shape[0]));
+      std::fprintf(stderr, "ort_raw: note: input '%s' has a fixed batch dimension %lld\n", in.name.c_str(),
+                   static_cast<long long>(in.model_shape[0]));
     }
     size_t count = 1;
     for (int64_t d : in.shape) count *= static_cast<size_t>(d);
@@ -201,7 +218,9 @@ std::vector<Input> MakeInputs(Ort::Session& session, const Options& o) {
       float v = uni(rng);
       unsigned char* p = in.bytes.data() + k * DtypeSize(in.type);
       switch (in.type) {
-        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: std::memcpy(p, &v, 4); break;
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+          std::memcpy(p, &v, 4);
+          break;
         case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: {
           double x = v;
           std::memcpy(p, &x, 8);
@@ -217,8 +236,12 @@ std::vector<Input> MakeInputs(Ort::Session& session, const Options& o) {
           std::memcpy(p, &x, 8);
           break;
         }
-        case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: *p = (rng() & 1u) ? 1 : 0; break;
-        default: *p = static_cast<unsigned char>(rng() % 10); break;
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL:
+          *p = (rng() & 1u) ? 1 : 0;
+          break;
+        default:
+          *p = static_cast<unsigned char>(rng() % 10);
+          break;
       }
     }
     inputs.push_back(std::move(in));
@@ -238,8 +261,8 @@ Bound Bind(Ort::Session& session, std::vector<Input>& inputs) {
   Ort::MemoryInfo mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   for (auto& in : inputs) {
     b.input_names_storage.push_back(in.name);
-    b.values.push_back(Ort::Value::CreateTensor(mem, in.bytes.data(), in.bytes.size(),
-                                                in.shape.data(), in.shape.size(), in.type));
+    b.values.push_back(
+        Ort::Value::CreateTensor(mem, in.bytes.data(), in.bytes.size(), in.shape.data(), in.shape.size(), in.type));
   }
   for (size_t i = 0; i < session.GetOutputCount(); ++i) {
     b.output_names_storage.push_back(session.GetOutputNameAllocated(i, alloc).get());
@@ -250,8 +273,8 @@ Bound Bind(Ort::Session& session, std::vector<Input>& inputs) {
 }
 
 void RunOnce(Ort::Session& session, Bound& b) {
-  auto out = session.Run(Ort::RunOptions{nullptr}, b.input_names.data(), b.values.data(),
-                         b.values.size(), b.output_names.data(), b.output_names.size());
+  auto out = session.Run(Ort::RunOptions{nullptr}, b.input_names.data(), b.values.data(), b.values.size(),
+                         b.output_names.data(), b.output_names.size());
   if (out.empty()) throw std::runtime_error("Run returned no outputs");
 }
 
@@ -331,9 +354,8 @@ int main(int argc, char** argv) {
     std::ostringstream js;
     js.setf(std::ios::fixed);
     js.precision(3);
-    js << "{\"model\":\"" << JsonEscape(o.model) << "\",\"ort_version\":\""
-       << JsonEscape(Ort::GetVersionString()) << "\",\"batch\":" << o.batch
-       << ",\"iters\":" << o.iters << ",\"threads\":{\"intra_op\":" << o.intra_threads
+    js << "{\"model\":\"" << JsonEscape(o.model) << "\",\"ort_version\":\"" << JsonEscape(Ort::GetVersionString())
+       << "\",\"batch\":" << o.batch << ",\"iters\":" << o.iters << ",\"threads\":{\"intra_op\":" << o.intra_threads
        << ",\"inter_op\":" << o.inter_threads << ",\"spin\":" << o.spin
        << ",\"global_thread_pools\":true},\"inputs\":[";
     for (size_t i = 0; i < inputs.size(); ++i) {
@@ -342,11 +364,10 @@ int main(int argc, char** argv) {
          << ",\"shape\":" << ShapeJson(inputs[i].shape) << "}";
     }
     js << "],\"env_create_ms\":" << env_create_ms << ",\"session_create_ms\":" << session_create_ms
-       << ",\"first_run_ms\":" << first_run_ms
-       << ",\"cold_baseline_ms\":" << (session_create_ms + first_run_ms) << ",\"run_us\":{\"p50\":"
-       << Pct(us, 50) << ",\"p90\":" << Pct(us, 90) << ",\"p99\":" << Pct(us, 99)
-       << ",\"mean\":" << sum / static_cast<double>(us.size()) << ",\"min\":" << us.front()
-       << ",\"max\":" << us.back() << "}";
+       << ",\"first_run_ms\":" << first_run_ms << ",\"cold_baseline_ms\":" << (session_create_ms + first_run_ms)
+       << ",\"run_us\":{\"p50\":" << Pct(us, 50) << ",\"p90\":" << Pct(us, 90) << ",\"p99\":" << Pct(us, 99)
+       << ",\"mean\":" << sum / static_cast<double>(us.size()) << ",\"min\":" << us.front() << ",\"max\":" << us.back()
+       << "}";
     if (o.second_session) {
       js << ",\"second_session_create_ms\":" << second_create_ms
          << ",\"second_session_first_run_ms\":" << second_first_run_ms;

@@ -5,8 +5,8 @@
 #include <iostream>
 #include <sstream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "common/logging.h"
 #include "config/config.h"
@@ -150,11 +150,11 @@ int main(int argc, char** argv) {
       "  pilotlight serve                      # every promoted model becomes /v1/functions/NAME/invoke\n"
       "  pilotlight invoke digits --data '{\"inputs\": [[0, 0, 5, ...]]}'\n"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("pilotlight 0.1.0 (onnxruntime ") +
-                                        runtime::OrtRuntime::Version() + ")");
+  app.set_version_flag("--version",
+                       std::string("pilotlight 0.1.0 (onnxruntime ") + runtime::OrtRuntime::Version() + ")");
 
   // serve
-  std::string config_path, store_uri, listen, state_dir, log_format = "text", log_file;
+  std::string config_path, store_uri, listen, state_dir, log_format = "text", log_file, log_level = "info";
   auto* serve = app.add_subcommand("serve", "Run the HTTP server (gateway + scheduler + ONNX Runtime) in this process");
   serve->footer(
       "Without --config, every promoted model in the store is served as a function of the same name with\n"
@@ -171,6 +171,8 @@ int main(int argc, char** argv) {
   serve->add_option("--log-format", log_format, "text (for people) or json (one object per line)")
       ->check(CLI::IsMember({"text", "json"}));
   serve->add_option("--log-file", log_file, "append logs to this file instead of stderr");
+  serve->add_option("--log-level", log_level, "debug, info (one line per request), warn (errors and 5xx only) or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
   // model
   std::string m_store = kDefaultStore, m_file, m_name, m_version;
@@ -193,7 +195,8 @@ int main(int argc, char** argv) {
   auto* versions = model->add_subcommand("versions", "List a model's versions (* marks current)");
   versions->add_option("name", m_name, "model name")->required();
   versions->add_option("--store", m_store, "model store URI")->capture_default_str();
-  auto* promote = model->add_subcommand("promote", "Make VERSION current (a running server picks it up at its next cold start)");
+  auto* promote =
+      model->add_subcommand("promote", "Make VERSION current (a running server picks it up at its next cold start)");
   promote->add_option("name", m_name, "model name")->required();
   promote->add_option("version", m_version, "version to promote")->required();
   promote->add_option("--store", m_store, "model store URI")->capture_default_str();
@@ -234,6 +237,7 @@ int main(int argc, char** argv) {
     LogOptions lo;
     lo.format = log_format == "json" ? LogFormat::kJson : LogFormat::kText;
     lo.file = log_file;
+    lo.level = spdlog::level::from_str(log_level);
     if (Status s = InitLogging(lo); !s.ok()) return Fail(s);
     return server::Serve(cfg);
   }

@@ -25,12 +25,18 @@ StatusOr<Duration> ParseDuration(std::string_view text) {
     while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
     std::string_view unit = text.substr(ustart, i - ustart);
     double ns;
-    if (unit == "us") ns = 1e3;
-    else if (unit == "ms") ns = 1e6;
-    else if (unit == "s") ns = 1e9;
-    else if (unit == "m") ns = 60e9;
-    else if (unit == "h") ns = 3600e9;
-    else return bad();
+    if (unit == "us")
+      ns = 1e3;
+    else if (unit == "ms")
+      ns = 1e6;
+    else if (unit == "s")
+      ns = 1e9;
+    else if (unit == "m")
+      ns = 60e9;
+    else if (unit == "h")
+      ns = 3600e9;
+    else
+      return bad();
     double add = value * ns;
     if (add > 1e18) return bad();
     total += Duration(static_cast<int64_t>(add));

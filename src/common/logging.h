@@ -42,6 +42,7 @@ class LogLine {
   void Key(std::string_view key);
   spdlog::level::level_enum level_;
   bool json_;
+  bool enabled_;
   std::string out_;
 };
 

@@ -90,14 +90,13 @@ class [[nodiscard]] StatusOr {
 #define PL_STATUS_CONCAT_INNER(a, b) a##b
 #define PL_STATUS_CONCAT(a, b) PL_STATUS_CONCAT_INNER(a, b)
 
-#define PL_RETURN_IF_ERROR(expr)                       \
-  do {                                                 \
-    ::pilotlight::Status pl_status_ = (expr);          \
-    if (!pl_status_.ok()) return pl_status_;           \
+#define PL_RETURN_IF_ERROR(expr)              \
+  do {                                        \
+    ::pilotlight::Status pl_status_ = (expr); \
+    if (!pl_status_.ok()) return pl_status_;  \
   } while (0)
 
-#define PL_ASSIGN_OR_RETURN(lhs, expr) \
-  PL_ASSIGN_OR_RETURN_IMPL(PL_STATUS_CONCAT(pl_statusor_, __LINE__), lhs, expr)
+#define PL_ASSIGN_OR_RETURN(lhs, expr) PL_ASSIGN_OR_RETURN_IMPL(PL_STATUS_CONCAT(pl_statusor_, __LINE__), lhs, expr)
 #define PL_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                             \
   if (!tmp.ok()) return tmp.status();            \

@@ -75,13 +75,14 @@ class Parser {
   Status ParseServer(const YAML::Node& n, ServerConfig* s) {
     PL_RETURN_IF_ERROR(CheckKeys(n, "server",
                                  {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements",
-                                  "max_batch_items", "threads", "read_timeout", "idle_timeout", "shutdown_timeout"}));
+                                  "max_batch_items", "threads", "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout"}));
     PL_RETURN_IF_ERROR(StringInto(n, "listen", "server", &s->listen));
     PL_RETURN_IF_ERROR(IntInto(n, "max_body_bytes", "server", 1, int64_t{1} << 34, &s->max_body_bytes));
     PL_RETURN_IF_ERROR(IntInto(n, "max_header_bytes", "server", 256, 1 << 20, &s->max_header_bytes));
     PL_RETURN_IF_ERROR(IntInto(n, "max_tensor_elements", "server", 1, int64_t{1} << 40, &s->max_tensor_elements));
     PL_RETURN_IF_ERROR(IntInto(n, "max_batch_items", "server", 1, 1 << 20, &s->max_batch_items));
     PL_RETURN_IF_ERROR(IntInto(n, "threads", "server", 0, 1024, &s->threads));
+    PL_RETURN_IF_ERROR(IntInto(n, "intra_op_threads", "server", 0, 1024, &s->intra_op_threads));
     PL_RETURN_IF_ERROR(DurationInto(n, "read_timeout", "server", &s->read_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", "server", &s->idle_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "shutdown_timeout", "server", &s->shutdown_timeout));
@@ -93,8 +94,8 @@ class Parser {
     *f = DefaultFunction(name);
     if (n.IsNull()) return OkStatus();
     PL_RETURN_IF_ERROR(CheckKeys(n, path,
-                                 {"model", "version", "min_instances", "max_instances", "concurrency",
-                                  "idle_timeout", "max_queue", "queue_timeout", "timeout", "routes", "runtime"}));
+                                 {"model", "version", "min_instances", "max_instances", "concurrency", "idle_timeout",
+                                  "max_queue", "queue_timeout", "timeout", "routes", "runtime"}));
     if (n["runtime"] && n["runtime"].Scalar() != "onnx") {
       return Error(path + ".runtime", "'" + n["runtime"].Scalar() + "' is not supported yet; use onnx");
     }
@@ -188,13 +189,13 @@ FunctionConfig DefaultFunction(const std::string& name) {
 Status Validate(const Config& c) {
   for (const auto& [name, f] : c.functions) {
     if (!ValidFunctionName(name)) {
-      return InvalidArgumentError(fmt::format("{}: functions.{}: function names use 1-128 of A-Z a-z 0-9 . _ -",
-                                              c.source, name));
+      return InvalidArgumentError(
+          fmt::format("{}: functions.{}: function names use 1-128 of A-Z a-z 0-9 . _ -", c.source, name));
     }
   }
   if (!c.default_function.empty() && c.functions_listed && !c.functions.count(c.default_function)) {
-    return InvalidArgumentError(fmt::format("{}: default_function: '{}' is not one of the functions listed",
-                                            c.source, c.default_function));
+    return InvalidArgumentError(
+        fmt::format("{}: default_function: '{}' is not one of the functions listed", c.source, c.default_function));
   }
   auto colon = c.server.listen.rfind(':');
   if (colon == std::string::npos || colon + 1 >= c.server.listen.size()) {

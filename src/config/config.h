@@ -15,28 +15,29 @@ namespace pilotlight::config {
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:8080";
-  uint64_t max_body_bytes = 6 * 1024 * 1024;       // request body limit (413 above it)
-  uint64_t max_header_bytes = 16 * 1024;            // request line + headers (431 above it)
-  int64_t max_tensor_elements = 16 * 1024 * 1024;   // per input tensor (400 above it)
-  uint32_t max_batch_items = 256;                   // elements in a /v1/batch array
-  int threads = 0;                                  // HTTP threads; 0 = one per core
-  Duration read_timeout = std::chrono::seconds(30); // time to receive a whole request
-  Duration idle_timeout = std::chrono::seconds(60); // keep-alive idle connection
+  uint64_t max_body_bytes = 6 * 1024 * 1024;             // request body limit (413 above it)
+  uint64_t max_header_bytes = 16 * 1024;                 // request line + headers (431 above it)
+  int64_t max_tensor_elements = 16 * 1024 * 1024;        // per input tensor (400 above it)
+  uint32_t max_batch_items = 256;                        // elements in a /v1/batch array
+  int threads = 0;                                       // HTTP threads; 0 = one per core
+  int intra_op_threads = 0;                              // ONNX Runtime shared pool; 0 = one per core
+  Duration read_timeout = std::chrono::seconds(30);      // time to receive a whole request
+  Duration idle_timeout = std::chrono::seconds(60);      // keep-alive idle connection
   Duration shutdown_timeout = std::chrono::seconds(30);  // SIGTERM drain limit
 };
 
 struct FunctionConfig {
   std::string name;
-  std::string model;               // store model name; default: the function's name
-  std::string version = "current"; // or a pinned version
+  std::string model;                // store model name; default: the function's name
+  std::string version = "current";  // or a pinned version
   int min_instances = 0;
   int max_instances = 1;
-  int concurrency = 8;             // in-flight requests per instance
+  int concurrency = 8;  // in-flight requests per instance
   Duration idle_timeout = std::chrono::seconds(300);
   int max_queue = 64;
   Duration queue_timeout = std::chrono::seconds(2);
-  Duration timeout = std::chrono::seconds(30);   // one model run
-  std::vector<std::string> routes; // extra POST paths that invoke this function
+  Duration timeout = std::chrono::seconds(30);  // one model run
+  std::vector<std::string> routes;              // extra POST paths that invoke this function
 };
 
 struct Config {
@@ -45,7 +46,7 @@ struct Config {
   std::string state_dir = "./.pilotlight";
   std::string default_function;
   std::map<std::string, FunctionConfig> functions;
-  bool functions_listed = false;   // false: serve every model in the store with defaults
+  bool functions_listed = false;  // false: serve every model in the store with defaults
   std::string source = "<defaults>";
 };
 

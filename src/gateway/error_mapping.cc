@@ -6,18 +6,28 @@ namespace pilotlight::gateway {
 
 ApiError MapStatus(const Status& s) {
   switch (s.code()) {
-    case StatusCode::kOk: return {200, ""};
-    case StatusCode::kInvalidArgument: return {400, "invalid_input"};
-    case StatusCode::kNotFound: return {404, "not_found"};
-    case StatusCode::kAlreadyExists: return {409, "conflict"};
-    case StatusCode::kOutOfRange: return {413, "payload_too_large"};
-    case StatusCode::kResourceExhausted: return {429, "overloaded"};
+    case StatusCode::kOk:
+      return {200, ""};
+    case StatusCode::kInvalidArgument:
+      return {400, "invalid_input"};
+    case StatusCode::kNotFound:
+      return {404, "not_found"};
+    case StatusCode::kAlreadyExists:
+      return {409, "conflict"};
+    case StatusCode::kOutOfRange:
+      return {413, "payload_too_large"};
+    case StatusCode::kResourceExhausted:
+      return {429, "overloaded"};
     case StatusCode::kFailedPrecondition:
     case StatusCode::kUnavailable:
-    case StatusCode::kCancelled: return {503, "not_ready"};
-    case StatusCode::kDataLoss: return {503, "model_integrity"};
-    case StatusCode::kDeadlineExceeded: return {504, "timeout"};
-    case StatusCode::kInternal: return {500, "internal"};
+    case StatusCode::kCancelled:
+      return {503, "not_ready"};
+    case StatusCode::kDataLoss:
+      return {503, "model_integrity"};
+    case StatusCode::kDeadlineExceeded:
+      return {504, "timeout"};
+    case StatusCode::kInternal:
+      return {500, "internal"};
   }
   return {500, "internal"};
 }

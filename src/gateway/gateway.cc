@@ -197,9 +197,9 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
     if (specs.size() != 1) {
       std::string names;
       for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
-      return call->Fail(InvalidArgumentError(fmt::format(
-          "function '{}' has {} inputs ({}); send them by name: {{\"inputs\": {{\"{}\": [[...]], ...}}}}",
-          log.function, specs.size(), names, specs.front().name)));
+      return call->Fail(InvalidArgumentError(
+          fmt::format("function '{}' has {} inputs ({}); send them by name: {{\"inputs\": {{\"{}\": [[...]], ...}}}}",
+                      log.function, specs.size(), names, specs.front().name)));
     }
     auto t = tensor::DecodeJsonTensor(inputs, specs[0], options_.limits);
     if (!t.ok()) return call->Fail(t.status());
@@ -230,7 +230,8 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
   }
   log.input_shapes = "{";
   for (size_t i = 0; i < tensors.size(); ++i) {
-    log.input_shapes += fmt::format("{}\"{}\":{}", i ? "," : "", tensors[i].name, tensor::ShapeString(tensors[i].tensor.shape));
+    log.input_shapes +=
+        fmt::format("{}\"{}\":{}", i ? "," : "", tensors[i].name, tensor::ShapeString(tensors[i].tensor.shape));
   }
   log.input_shapes += "}";
 
@@ -268,10 +269,10 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
   }
   body += "}";
   r.headers.emplace_back("X-Cold-Start", log.cold_start ? "true" : "false");
-  r.headers.emplace_back("Server-Timing",
-                         fmt::format("fetch;dur={}, load;dur={}, first_run;dur={}, queue;dur={}, run;dur={}",
-                                     FormatMs(log.fetch_ms), FormatMs(log.load_ms), FormatMs(log.first_run_ms),
-                                     FormatMs(log.queue_ms), FormatMs(log.handler_ms)));
+  r.headers.emplace_back(
+      "Server-Timing",
+      fmt::format("fetch;dur={}, load;dur={}, first_run;dur={}, queue;dur={}, run;dur={}", FormatMs(log.fetch_ms),
+                  FormatMs(log.load_ms), FormatMs(log.first_run_ms), FormatMs(log.queue_ms), FormatMs(log.handler_ms)));
   call->Finish();
 }
 
@@ -286,9 +287,9 @@ void Gateway::Batch(std::shared_ptr<Call> call, std::string_view query) {
   auto arr = doc.get_array().value_unsafe();
   size_t n = arr.size();
   if (n > options_.max_batch_items) {
-    return call->Fail(400, "invalid_input",
-                      fmt::format("the batch has {} items; the limit is {} (server.max_batch_items)", n,
-                                  options_.max_batch_items));
+    return call->Fail(
+        400, "invalid_input",
+        fmt::format("the batch has {} items; the limit is {} (server.max_batch_items)", n, options_.max_batch_items));
   }
   if (n == 0) {
     call->response.body = "[]";
@@ -350,8 +351,12 @@ void Gateway::Health(std::shared_ptr<Call> call, std::string_view query) {
     for (const auto& n : names) {
       auto* pool = scheduler_->Find(n);
       auto s = pool->Snapshot();
-      nlohmann::json f = {{"state", s.state},           {"version", s.version},     {"instances", s.instances},
-                          {"loading", s.loading},       {"queue_depth", s.queue_depth}, {"in_flight", s.in_flight},
+      nlohmann::json f = {{"state", s.state},
+                          {"version", s.version},
+                          {"instances", s.instances},
+                          {"loading", s.loading},
+                          {"queue_depth", s.queue_depth},
+                          {"in_flight", s.in_flight},
                           {"min_instances", pool->options().min_instances},
                           {"max_instances", pool->options().max_instances}};
       if (!s.last_error.empty()) f["last_error"] = s.last_error;

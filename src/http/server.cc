@@ -6,12 +6,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include <fmt/format.h>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 
 #include "common/ids.h"
 #include "common/logging.h"
@@ -122,8 +122,8 @@ class Session : public std::enable_shared_from_this<Session> {
     int status;
     std::string_view type = ReasonFor(ec, &status);
     gateway::Response r;
-    std::string message = status == 413 ? fmt::format("the request body exceeds {} bytes (server.max_body_bytes)",
-                                                      server_->options.max_body_bytes)
+    std::string message = status == 413   ? fmt::format("the request body exceeds {} bytes (server.max_body_bytes)",
+                                                        server_->options.max_body_bytes)
                           : status == 431 ? fmt::format("the request headers exceed {} bytes (server.max_header_bytes)",
                                                         server_->options.max_header_bytes)
                                           : "malformed HTTP request: " + ec.message();
@@ -158,9 +158,8 @@ class Session : public std::enable_shared_from_this<Session> {
     method_ = greq.method;
     target_ = greq.target;
     server_->gateway->Handle(std::move(greq), [self = shared_from_this()](gateway::Response&& r) {
-      net::dispatch(self->stream_.get_executor(), [self, r = std::move(r)]() mutable {
-        self->Write(std::move(r), self->method_, self->target_);
-      });
+      net::dispatch(self->stream_.get_executor(),
+                    [self, r = std::move(r)]() mutable { self->Write(std::move(r), self->method_, self->target_); });
     });
   }
 

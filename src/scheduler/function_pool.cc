@@ -22,8 +22,14 @@ struct Slot {
 // ---- Lease -----------------------------------------------------------------------------------
 
 Lease::Lease(Lease&& o) noexcept
-    : cold_start(o.cold_start), fetch_time(o.fetch_time), load_time(o.load_time), queue_time(o.queue_time),
-      first_run(o.first_run), run_deadline(o.run_deadline), pool_(o.pool_), slot_(std::move(o.slot_)) {
+    : cold_start(o.cold_start),
+      fetch_time(o.fetch_time),
+      load_time(o.load_time),
+      queue_time(o.queue_time),
+      first_run(o.first_run),
+      run_deadline(o.run_deadline),
+      pool_(o.pool_),
+      slot_(std::move(o.slot_)) {
   o.pool_ = nullptr;
 }
 
@@ -56,8 +62,13 @@ void Lease::RecordFirstRun(Duration d) const {
 
 FunctionPool::FunctionPool(PoolOptions options, store::ModelStore* store, runtime::Runtime* runtime,
                            metrics::FunctionMetrics* metrics, Clock* clock, ThreadPool* workers, ThreadPool* loaders)
-    : options_(std::move(options)), store_(store), runtime_(runtime), metrics_(metrics), clock_(clock),
-      workers_(workers), loaders_(loaders) {}
+    : options_(std::move(options)),
+      store_(store),
+      runtime_(runtime),
+      metrics_(metrics),
+      clock_(clock),
+      workers_(workers),
+      loaders_(loaders) {}
 
 FunctionPool::~FunctionPool() = default;
 
@@ -308,11 +319,11 @@ void FunctionPool::Tick() {
     while (!queue_.empty() && queue_.front().deadline <= now) {
       Waiter w = std::move(queue_.front());
       queue_.pop_front();
-      ready.emplace_back(std::move(w.cb),
-                         ResourceExhaustedError(fmt::format(
-                             "function '{}' had no free instance within queue_timeout ({} ms); retry later",
-                             options_.function, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                    options_.queue_timeout).count())));
+      ready.emplace_back(
+          std::move(w.cb),
+          ResourceExhaustedError(fmt::format(
+              "function '{}' had no free instance within queue_timeout ({} ms); retry later", options_.function,
+              std::chrono::duration_cast<std::chrono::milliseconds>(options_.queue_timeout).count())));
     }
     // Unload idle instances beyond the warm pool, least recently used first.
     std::sort(slots_.begin(), slots_.end(), [](const auto& a, const auto& b) { return a->last_used > b->last_used; });

@@ -41,8 +41,8 @@
 namespace pilotlight::scheduler {
 
 struct PoolOptions {
-  std::string function;
-  std::string model;
+  std::string function = {};
+  std::string model = {};
   std::string version = "current";
   int min_instances = 0;
   int max_instances = 1;
@@ -71,11 +71,11 @@ class Lease {
   const store::Manifest& manifest() const;
   const std::string& version() const;
 
-  bool cold_start = false;      // this request waited for an instance loaded for it
-  Duration fetch_time{0};       // when cold_start
-  Duration load_time{0};        // when cold_start
-  Duration queue_time{0};       // time spent waiting for the slot
-  bool first_run = false;       // first Run on this instance
+  bool cold_start = false;  // this request waited for an instance loaded for it
+  Duration fetch_time{0};   // when cold_start
+  Duration load_time{0};    // when cold_start
+  Duration queue_time{0};   // time spent waiting for the slot
+  bool first_run = false;   // first Run on this instance
   TimePoint run_deadline = TimePoint::max();
 
   // Report how long the model ran (feeds the inline-or-worker decision).
@@ -139,9 +139,9 @@ class FunctionPool {
   using Ready = std::vector<std::pair<AcquireCallback, StatusOr<Lease>>>;
 
   void Release(const std::shared_ptr<Slot>& slot);
-  void StartLoadLocked(bool for_request);   // requires mu_
+  void StartLoadLocked(bool for_request);  // requires mu_
   void DoLoad(bool for_request);
-  void PumpLocked(Ready& ready);            // requires mu_
+  void PumpLocked(Ready& ready);  // requires mu_
   Lease MakeLeaseLocked(const std::shared_ptr<Slot>& slot, TimePoint enqueued, bool queued);
   std::shared_ptr<Slot> FreeSlotLocked();
   void UpdateGaugesLocked();
@@ -156,18 +156,18 @@ class FunctionPool {
   ThreadPool* const loaders_;
 
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Slot>> slots_;     // GUARDED_BY(mu_) warm instances
-  std::deque<Waiter> queue_;                     // GUARDED_BY(mu_)
-  int loading_ = 0;                              // GUARDED_BY(mu_)
-  int in_flight_ = 0;                            // GUARDED_BY(mu_)
-  bool draining_ = false;                        // GUARDED_BY(mu_)
-  std::string last_good_version_;                // GUARDED_BY(mu_)
-  Status last_error_;                            // GUARDED_BY(mu_)
-  TimePoint retry_after_{};                      // GUARDED_BY(mu_) min-instances retry backoff
+  std::vector<std::shared_ptr<Slot>> slots_;  // GUARDED_BY(mu_) warm instances
+  std::deque<Waiter> queue_;                  // GUARDED_BY(mu_)
+  int loading_ = 0;                           // GUARDED_BY(mu_)
+  int in_flight_ = 0;                         // GUARDED_BY(mu_)
+  bool draining_ = false;                     // GUARDED_BY(mu_)
+  std::string last_good_version_;             // GUARDED_BY(mu_)
+  Status last_error_;                         // GUARDED_BY(mu_)
+  TimePoint retry_after_{};                   // GUARDED_BY(mu_) min-instances retry backoff
   Duration retry_backoff_{std::chrono::milliseconds(500)};
   std::vector<std::function<void(Status)>> warm_waiters_;  // GUARDED_BY(mu_)
-  uint64_t next_slot_id_ = 0;                    // GUARDED_BY(mu_)
-  std::atomic<int64_t> typical_run_ns_{0};       // moving average of Run durations
+  uint64_t next_slot_id_ = 0;                              // GUARDED_BY(mu_)
+  std::atomic<int64_t> typical_run_ns_{0};                 // moving average of Run durations
 };
 
 }  // namespace pilotlight::scheduler

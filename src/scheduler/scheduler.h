@@ -22,7 +22,7 @@ struct SchedulerOptions {
   int worker_threads = 0;  // 0: one per core
   int loader_threads = 2;
   Duration tick_interval = std::chrono::milliseconds(10);
-  bool auto_functions = false;  // serve any model in the store under its own name
+  bool auto_functions = false;     // serve any model in the store under its own name
   bool start_housekeeping = true;  // tests drive Tick() by hand with a fake clock
 };
 
@@ -31,8 +31,8 @@ PoolOptions PoolOptionsFromConfig(const config::FunctionConfig& f);
 
 class Scheduler {
  public:
-  Scheduler(SchedulerOptions options, store::ModelStore* store, runtime::Runtime* runtime,
-            metrics::Registry* metrics, Clock* clock);
+  Scheduler(SchedulerOptions options, store::ModelStore* store, runtime::Runtime* runtime, metrics::Registry* metrics,
+            Clock* clock);
   ~Scheduler();
 
   void AddFunction(const PoolOptions& options);

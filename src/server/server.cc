@@ -46,7 +46,7 @@ int Serve(const config::Config& cfg) {
   std::error_code ec;
   std::filesystem::create_directories(cfg.state_dir, ec);
 
-  runtime::OrtRuntime runtime(runtime::OrtRuntime::Options{});
+  runtime::OrtRuntime runtime(runtime::OrtRuntime::Options{.intra_op_threads = cfg.server.intra_op_threads});
   metrics::Registry metrics;
   scheduler::SchedulerOptions sopts;
   sopts.auto_functions = !cfg.functions_listed;
@@ -68,8 +68,9 @@ int Serve(const config::Config& cfg) {
       }
     }
     if (names.empty()) {
-      LogLine(spdlog::level::warn, "the store has no promoted models yet; push one with "
-                                   "`pilotlight model push FILE --name NAME --version 1 --promote`")
+      LogLine(spdlog::level::warn,
+              "the store has no promoted models yet; push one with "
+              "`pilotlight model push FILE --name NAME --version 1 --promote`")
           .Str("store", store.Describe());
     }
   }
@@ -121,7 +122,9 @@ int Serve(const config::Config& cfg) {
   while (std::chrono::steady_clock::now() < deadline && server.ActiveRequests() > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (std::chrono::steady_clock::now() >= next_report) {
-      LogLine(spdlog::level::info, "draining").Int("unanswered", server.ActiveRequests()).Bool("scheduler_idle", sched->Idle());
+      LogLine(spdlog::level::info, "draining")
+          .Int("unanswered", server.ActiveRequests())
+          .Bool("scheduler_idle", sched->Idle());
       next_report += std::chrono::seconds(1);
     }
   }

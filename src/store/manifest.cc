@@ -15,8 +15,8 @@ json TensorsToJson(const std::vector<TensorInfo>& ts) {
 std::vector<TensorInfo> TensorsFromJson(const json& arr) {
   std::vector<TensorInfo> out;
   for (const auto& t : arr) {
-    out.push_back({t.at("name").get<std::string>(), t.at("dtype").get<std::string>(),
-                   t.at("shape").get<std::vector<int64_t>>()});
+    out.push_back(
+        {t.at("name").get<std::string>(), t.at("dtype").get<std::string>(), t.at("shape").get<std::vector<int64_t>>()});
   }
   return out;
 }
@@ -25,8 +25,12 @@ std::vector<TensorInfo> TensorsFromJson(const json& arr) {
 std::string ManifestToJson(const Manifest& m) {
   json files = json::array();
   for (const auto& f : m.files) files.push_back({{"path", f.path}, {"sha256", f.sha256}, {"size", f.size_bytes}});
-  json j = {{"name", m.name},         {"version", m.version}, {"framework", m.framework},
-            {"created_at", m.created_at}, {"files", files},    {"inputs", TensorsToJson(m.inputs)},
+  json j = {{"name", m.name},
+            {"version", m.version},
+            {"framework", m.framework},
+            {"created_at", m.created_at},
+            {"files", files},
+            {"inputs", TensorsToJson(m.inputs)},
             {"outputs", TensorsToJson(m.outputs)}};
   return j.dump(2) + "\n";
 }
@@ -40,8 +44,8 @@ StatusOr<Manifest> ManifestFromJson(std::string_view text) {
     m.framework = j.value("framework", "onnx");
     m.created_at = j.value("created_at", "");
     for (const auto& f : j.at("files")) {
-      m.files.push_back({f.at("path").get<std::string>(), f.at("sha256").get<std::string>(),
-                         f.at("size").get<uint64_t>()});
+      m.files.push_back(
+          {f.at("path").get<std::string>(), f.at("sha256").get<std::string>(), f.at("size").get<uint64_t>()});
     }
     if (j.contains("inputs")) m.inputs = TensorsFromJson(j["inputs"]);
     if (j.contains("outputs")) m.outputs = TensorsFromJson(j["outputs"]);
@@ -88,8 +92,8 @@ Status ValidateName(std::string_view v, std::string_view what) {
                                 "' is invalid: use 1-128 characters of A-Z a-z 0-9 . _ - not starting with '.'");
   }
   for (char c : v) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) {
       return InvalidArgumentError(std::string(what) + " '" + std::string(v) +
                                   "' is invalid: use only A-Z a-z 0-9 . _ -");

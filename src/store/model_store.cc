@@ -14,9 +14,7 @@
 namespace pilotlight::store {
 namespace {
 
-std::string VersionDir(const std::string& name, const std::string& version) {
-  return name + "/versions/" + version;
-}
+std::string VersionDir(const std::string& name, const std::string& version) { return name + "/versions/" + version; }
 
 }  // namespace
 

@@ -16,14 +16,21 @@ using simdjson::dom::element_type;
 
 std::string TypeName(element_type t) {
   switch (t) {
-    case element_type::ARRAY: return "an array";
-    case element_type::OBJECT: return "an object";
+    case element_type::ARRAY:
+      return "an array";
+    case element_type::OBJECT:
+      return "an object";
     case element_type::INT64:
-    case element_type::UINT64: return "an integer";
-    case element_type::DOUBLE: return "a non-integer number";
-    case element_type::STRING: return "a string";
-    case element_type::BOOL: return "a boolean";
-    case element_type::NULL_VALUE: return "null";
+    case element_type::UINT64:
+      return "an integer";
+    case element_type::DOUBLE:
+      return "a non-integer number";
+    case element_type::STRING:
+      return "a string";
+    case element_type::BOOL:
+      return "a boolean";
+    case element_type::NULL_VALUE:
+      return "null";
   }
   return "a value";
 }
@@ -100,15 +107,17 @@ class Decoder {
   Status Walk(element v, size_t axis, const std::vector<int64_t>& shape) {
     if (axis == shape.size()) return Store(v);
     if (v.type() != element_type::ARRAY) {
-      return InvalidArgumentError(fmt::format("input '{}' is ragged or too shallow at depth {}: expected an array "
-                                              "of {} elements, got {}",
-                                              spec_.name, axis, shape[axis], TypeName(v.type())));
+      return InvalidArgumentError(
+          fmt::format("input '{}' is ragged or too shallow at depth {}: expected an array "
+                      "of {} elements, got {}",
+                      spec_.name, axis, shape[axis], TypeName(v.type())));
     }
     simdjson::dom::array arr = v.get_array().value_unsafe();
     if (static_cast<int64_t>(arr.size()) != shape[axis]) {
-      return InvalidArgumentError(fmt::format("input '{}' is ragged: dimension {} has {} elements here but {} in "
-                                              "the first row",
-                                              spec_.name, axis, arr.size(), shape[axis]));
+      return InvalidArgumentError(
+          fmt::format("input '{}' is ragged: dimension {} has {} elements here but {} in "
+                      "the first row",
+                      spec_.name, axis, arr.size(), shape[axis]));
     }
     for (element child : arr) PL_RETURN_IF_ERROR(Walk(child, axis + 1, shape));
     return OkStatus();
@@ -121,10 +130,14 @@ class Decoder {
       case DType::kFloat32:
       case DType::kFloat64: {
         double d;
-        if (type == element_type::DOUBLE) d = v.get_double().value_unsafe();
-        else if (type == element_type::INT64) d = static_cast<double>(v.get_int64().value_unsafe());
-        else if (type == element_type::UINT64) d = static_cast<double>(v.get_uint64().value_unsafe());
-        else break;
+        if (type == element_type::DOUBLE)
+          d = v.get_double().value_unsafe();
+        else if (type == element_type::INT64)
+          d = static_cast<double>(v.get_int64().value_unsafe());
+        else if (type == element_type::UINT64)
+          d = static_cast<double>(v.get_uint64().value_unsafe());
+        else
+          break;
         if (spec_.dtype == DType::kFloat32) {
           float f = static_cast<float>(d);
           std::memcpy(dst_, &f, 4);
@@ -143,15 +156,32 @@ class Decoder {
       default:
         if (type == element_type::INT64 || type == element_type::UINT64) {
           switch (spec_.dtype) {
-            case DType::kInt8: ok = StoreInt<int8_t>(v, dst_); break;
-            case DType::kUint8: ok = StoreInt<uint8_t>(v, dst_); break;
-            case DType::kInt16: ok = StoreInt<int16_t>(v, dst_); break;
-            case DType::kUint16: ok = StoreInt<uint16_t>(v, dst_); break;
-            case DType::kInt32: ok = StoreInt<int32_t>(v, dst_); break;
-            case DType::kUint32: ok = StoreInt<uint32_t>(v, dst_); break;
-            case DType::kInt64: ok = StoreInt<int64_t>(v, dst_); break;
-            case DType::kUint64: ok = StoreInt<uint64_t>(v, dst_); break;
-            default: break;
+            case DType::kInt8:
+              ok = StoreInt<int8_t>(v, dst_);
+              break;
+            case DType::kUint8:
+              ok = StoreInt<uint8_t>(v, dst_);
+              break;
+            case DType::kInt16:
+              ok = StoreInt<int16_t>(v, dst_);
+              break;
+            case DType::kUint16:
+              ok = StoreInt<uint16_t>(v, dst_);
+              break;
+            case DType::kInt32:
+              ok = StoreInt<int32_t>(v, dst_);
+              break;
+            case DType::kUint32:
+              ok = StoreInt<uint32_t>(v, dst_);
+              break;
+            case DType::kInt64:
+              ok = StoreInt<int64_t>(v, dst_);
+              break;
+            case DType::kUint64:
+              ok = StoreInt<uint64_t>(v, dst_);
+              break;
+            default:
+              break;
           }
           if (!ok) {
             return InvalidArgumentError(fmt::format("input '{}' element {} is out of range for {}", spec_.name, index_,
@@ -196,8 +226,10 @@ void EncodeTyped(const Tensor& t, std::string& out) {
   const T* data = t.as<T>();
   size_t rank = t.shape.size();
   if (rank == 0) {
-    if constexpr (std::is_same_v<T, bool>) out += data[0] ? "true" : "false";
-    else AppendNumber(data[0], out);
+    if constexpr (std::is_same_v<T, bool>)
+      out += data[0] ? "true" : "false";
+    else
+      AppendNumber(data[0], out);
     return;
   }
   int64_t total = t.element_count();
@@ -218,9 +250,12 @@ void EncodeTyped(const Tensor& t, std::string& out) {
     }
     if (i > 0) out += ',';
     out.append(opens, '[');
-    if constexpr (std::is_same_v<T, bool>) out += data[i] ? "true" : "false";
-    else if constexpr (sizeof(T) == 1) AppendNumber(static_cast<int>(data[i]), out);
-    else AppendNumber(data[i], out);
+    if constexpr (std::is_same_v<T, bool>)
+      out += data[i] ? "true" : "false";
+    else if constexpr (sizeof(T) == 1)
+      AppendNumber(static_cast<int>(data[i]), out);
+    else
+      AppendNumber(data[i], out);
     size_t closes = 0;
     for (size_t a = 0; a < rank; ++a) {
       if ((i + 1) % block[a] == 0) ++closes;
@@ -237,17 +272,39 @@ StatusOr<Tensor> DecodeJsonTensor(element value, const TensorSpec& spec, const D
 
 void EncodeJsonTensor(const Tensor& t, std::string& out) {
   switch (t.dtype) {
-    case DType::kFloat32: EncodeTyped<float>(t, out); break;
-    case DType::kFloat64: EncodeTyped<double>(t, out); break;
-    case DType::kInt8: EncodeTyped<int8_t>(t, out); break;
-    case DType::kUint8: EncodeTyped<uint8_t>(t, out); break;
-    case DType::kInt16: EncodeTyped<int16_t>(t, out); break;
-    case DType::kUint16: EncodeTyped<uint16_t>(t, out); break;
-    case DType::kInt32: EncodeTyped<int32_t>(t, out); break;
-    case DType::kUint32: EncodeTyped<uint32_t>(t, out); break;
-    case DType::kInt64: EncodeTyped<int64_t>(t, out); break;
-    case DType::kUint64: EncodeTyped<uint64_t>(t, out); break;
-    case DType::kBool: EncodeTyped<bool>(t, out); break;
+    case DType::kFloat32:
+      EncodeTyped<float>(t, out);
+      break;
+    case DType::kFloat64:
+      EncodeTyped<double>(t, out);
+      break;
+    case DType::kInt8:
+      EncodeTyped<int8_t>(t, out);
+      break;
+    case DType::kUint8:
+      EncodeTyped<uint8_t>(t, out);
+      break;
+    case DType::kInt16:
+      EncodeTyped<int16_t>(t, out);
+      break;
+    case DType::kUint16:
+      EncodeTyped<uint16_t>(t, out);
+      break;
+    case DType::kInt32:
+      EncodeTyped<int32_t>(t, out);
+      break;
+    case DType::kUint32:
+      EncodeTyped<uint32_t>(t, out);
+      break;
+    case DType::kInt64:
+      EncodeTyped<int64_t>(t, out);
+      break;
+    case DType::kUint64:
+      EncodeTyped<uint64_t>(t, out);
+      break;
+    case DType::kBool:
+      EncodeTyped<bool>(t, out);
+      break;
   }
 }
 

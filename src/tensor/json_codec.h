@@ -24,8 +24,7 @@ struct DecodeLimits {
   int64_t max_elements = 16 * 1024 * 1024;  // per input tensor
 };
 
-StatusOr<Tensor> DecodeJsonTensor(simdjson::dom::element value, const TensorSpec& spec,
-                                  const DecodeLimits& limits);
+StatusOr<Tensor> DecodeJsonTensor(simdjson::dom::element value, const TensorSpec& spec, const DecodeLimits& limits);
 
 void EncodeJsonTensor(const Tensor& t, std::string& out);
 

@@ -8,17 +8,28 @@ namespace pilotlight::tensor {
 
 std::string_view DTypeName(DType t) {
   switch (t) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kInt8: return "int8";
-    case DType::kUint8: return "uint8";
-    case DType::kInt16: return "int16";
-    case DType::kUint16: return "uint16";
-    case DType::kInt32: return "int32";
-    case DType::kUint32: return "uint32";
-    case DType::kInt64: return "int64";
-    case DType::kUint64: return "uint64";
-    case DType::kBool: return "bool";
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kInt8:
+      return "int8";
+    case DType::kUint8:
+      return "uint8";
+    case DType::kInt16:
+      return "int16";
+    case DType::kUint16:
+      return "uint16";
+    case DType::kInt32:
+      return "int32";
+    case DType::kUint32:
+      return "uint32";
+    case DType::kInt64:
+      return "int64";
+    case DType::kUint64:
+      return "uint64";
+    case DType::kBool:
+      return "bool";
   }
   return "unknown";
 }
@@ -35,15 +46,19 @@ size_t DTypeSize(DType t) {
   switch (t) {
     case DType::kBool:
     case DType::kInt8:
-    case DType::kUint8: return 1;
+    case DType::kUint8:
+      return 1;
     case DType::kInt16:
-    case DType::kUint16: return 2;
+    case DType::kUint16:
+      return 2;
     case DType::kFloat32:
     case DType::kInt32:
-    case DType::kUint32: return 4;
+    case DType::kUint32:
+      return 4;
     case DType::kFloat64:
     case DType::kInt64:
-    case DType::kUint64: return 8;
+    case DType::kUint64:
+      return 8;
   }
   return 1;
 }
@@ -81,9 +96,9 @@ Status CheckSymbolicDims(const std::vector<TensorSpec>& specs, const std::vector
       if (it == seen.end()) {
         seen.push_back({p, {in.tensor.shape[d], &in.name}});
       } else if (it->second.size != in.tensor.shape[d]) {
-        return InvalidArgumentError(fmt::format(
-            "inputs '{}' and '{}' must agree on dimension '{}' (the model names it so), got {} and {}",
-            *it->second.input, in.name, p, it->second.size, in.tensor.shape[d]));
+        return InvalidArgumentError(
+            fmt::format("inputs '{}' and '{}' must agree on dimension '{}' (the model names it so), got {} and {}",
+                        *it->second.input, in.name, p, it->second.size, in.tensor.shape[d]));
       }
     }
   }
@@ -92,8 +107,8 @@ Status CheckSymbolicDims(const std::vector<TensorSpec>& specs, const std::vector
 
 Status CheckAgainstSpec(const TensorSpec& spec, const Tensor& t) {
   if (t.dtype != spec.dtype) {
-    return InvalidArgumentError(fmt::format("input '{}' expects dtype {}, got {}", spec.name,
-                                            DTypeName(spec.dtype), DTypeName(t.dtype)));
+    return InvalidArgumentError(
+        fmt::format("input '{}' expects dtype {}, got {}", spec.name, DTypeName(spec.dtype), DTypeName(t.dtype)));
   }
   if (t.shape.size() != spec.shape.size()) {
     return InvalidArgumentError(fmt::format("input '{}' expects rank {} (shape {}), got shape {}", spec.name,
@@ -101,9 +116,8 @@ Status CheckAgainstSpec(const TensorSpec& spec, const Tensor& t) {
   }
   for (size_t i = 0; i < spec.shape.size(); ++i) {
     if (spec.shape[i] >= 0 && spec.shape[i] != t.shape[i]) {
-      return InvalidArgumentError(fmt::format("input '{}' dimension {} must be {} (shape {}), got shape {}",
-                                              spec.name, i, spec.shape[i], ShapeString(spec.shape),
-                                              ShapeString(t.shape)));
+      return InvalidArgumentError(fmt::format("input '{}' dimension {} must be {} (shape {}), got shape {}", spec.name,
+                                              i, spec.shape[i], ShapeString(spec.shape), ShapeString(t.shape)));
     }
   }
   return OkStatus();

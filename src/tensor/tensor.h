@@ -27,7 +27,7 @@ struct TensorSpec {
   std::vector<int64_t> shape;  // -1 = dynamic
   // ONNX dim_param per dimension ("" when none): dimensions sharing a name must be equal
   // across all inputs of one request (e.g. the batch dimension "N").
-  std::vector<std::string> dim_params;
+  std::vector<std::string> dim_params = {};
 };
 
 struct Tensor {
@@ -37,9 +37,13 @@ struct Tensor {
 
   int64_t element_count() const;
   template <typename T>
-  T* as() { return reinterpret_cast<T*>(data.data()); }
+  T* as() {
+    return reinterpret_cast<T*>(data.data());
+  }
   template <typename T>
-  const T* as() const { return reinterpret_cast<const T*>(data.data()); }
+  const T* as() const {
+    return reinterpret_cast<const T*>(data.data());
+  }
 };
 
 struct NamedTensor {

@@ -66,8 +66,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"serverr: {}\n", "serverr: unknown key"},
                       BadCase{"default_function: x\nfunctions:\n  d: {}\n", "default_function"},
                       BadCase{"functions:\n  d:\n    routes: [nope]\n", "functions.d.routes"},
-                      BadCase{"functions: [a, b]\n", "functions"},
-                      BadCase{"server: {listen: 8080}\n", "server.listen"},
+                      BadCase{"functions: [a, b]\n", "functions"}, BadCase{"server: {listen: 8080}\n", "server.listen"},
                       BadCase{"a: [\n", "not valid YAML"}));
 
 }  // namespace

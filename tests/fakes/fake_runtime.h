@@ -18,8 +18,7 @@ class FakeInstance final : public runtime::Instance {
   }
   const std::vector<tensor::TensorSpec>& inputs() const override { return in_; }
   const std::vector<tensor::TensorSpec>& outputs() const override { return out_; }
-  StatusOr<std::vector<tensor::NamedTensor>> Run(const std::vector<tensor::NamedTensor>& inputs,
-                                                 TimePoint) override {
+  StatusOr<std::vector<tensor::NamedTensor>> Run(const std::vector<tensor::NamedTensor>& inputs, TimePoint) override {
     return std::vector<tensor::NamedTensor>{{"y", inputs.at(0).tensor}};
   }
 

@@ -121,8 +121,9 @@ TEST(OpenBlobStore, Schemes) {
 }
 
 TEST(ManifestJson, UntrustedInputGivesDataLossNotCrash) {
-  for (const char* bad : {"", "{", "[]", "{\"name\":1}", "{\"name\":\"a\",\"version\":\"1\",\"files\":[]}",
-                          "{\"name\":\"a\",\"version\":\"1\",\"files\":[{\"path\":\"../x\",\"sha256\":\"\",\"size\":1}]}"}) {
+  for (const char* bad :
+       {"", "{", "[]", "{\"name\":1}", "{\"name\":\"a\",\"version\":\"1\",\"files\":[]}",
+        "{\"name\":\"a\",\"version\":\"1\",\"files\":[{\"path\":\"../x\",\"sha256\":\"\",\"size\":1}]}"}) {
     EXPECT_EQ(ManifestFromJson(bad).status().code(), StatusCode::kDataLoss) << bad;
   }
 }

@@ -17,34 +17,57 @@ using tensor::DType;
 
 std::optional<DType> FromOrt(ONNXTensorElementDataType t) {
   switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return DType::kFloat32;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return DType::kFloat64;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return DType::kInt8;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return DType::kUint8;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: return DType::kInt16;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16: return DType::kUint16;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return DType::kInt32;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32: return DType::kUint32;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return DType::kInt64;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64: return DType::kUint64;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return DType::kBool;
-    default: return std::nullopt;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return DType::kFloat32;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE:
+      return DType::kFloat64;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8:
+      return DType::kInt8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8:
+      return DType::kUint8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16:
+      return DType::kInt16;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16:
+      return DType::kUint16;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
+      return DType::kInt32;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32:
+      return DType::kUint32;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64:
+      return DType::kInt64;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64:
+      return DType::kUint64;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL:
+      return DType::kBool;
+    default:
+      return std::nullopt;
   }
 }
 
 ONNXTensorElementDataType ToOrt(DType t) {
   switch (t) {
-    case DType::kFloat32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-    case DType::kFloat64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
-    case DType::kInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
-    case DType::kUint8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
-    case DType::kInt16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16;
-    case DType::kUint16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16;
-    case DType::kInt32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
-    case DType::kUint32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32;
-    case DType::kInt64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
-    case DType::kUint64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64;
-    case DType::kBool: return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
+    case DType::kFloat32:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    case DType::kFloat64:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
+    case DType::kInt8:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+    case DType::kUint8:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    case DType::kInt16:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16;
+    case DType::kUint16:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16;
+    case DType::kInt32:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    case DType::kUint32:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32;
+    case DType::kInt64:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+    case DType::kUint64:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64;
+    case DType::kBool:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
   }
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 }
@@ -56,8 +79,10 @@ Status FromOrtException(const Ort::Exception& e, std::string_view what) {
     case ORT_INVALID_PROTOBUF:
     case ORT_NO_SUCHFILE:
     case ORT_NO_MODEL:
-    case ORT_INVALID_GRAPH: return FailedPreconditionError(msg);
-    default: return InternalError(msg);
+    case ORT_INVALID_GRAPH:
+      return FailedPreconditionError(msg);
+    default:
+      return InternalError(msg);
   }
 }
 
@@ -148,9 +173,12 @@ StatusOr<std::vector<tensor::TensorSpec>> ReadSpecs(Ort::Session& s, bool inputs
 
 class OrtInstance final : public Instance {
  public:
-  OrtInstance(std::unique_ptr<Ort::Session> s, std::vector<tensor::TensorSpec> in,
-              std::vector<tensor::TensorSpec> out, Watchdog* wd)
-      : session_(std::move(s)), inputs_(std::move(in)), outputs_(std::move(out)), watchdog_(wd),
+  OrtInstance(std::unique_ptr<Ort::Session> s, std::vector<tensor::TensorSpec> in, std::vector<tensor::TensorSpec> out,
+              Watchdog* wd)
+      : session_(std::move(s)),
+        inputs_(std::move(in)),
+        outputs_(std::move(out)),
+        watchdog_(wd),
         mem_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)) {
     for (auto& i : inputs_) input_names_.push_back(i.name.c_str());
     for (auto& o : outputs_) output_names_.push_back(o.name.c_str());

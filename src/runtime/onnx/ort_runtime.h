@@ -14,7 +14,7 @@ namespace pilotlight::runtime {
 class OrtRuntime final : public Runtime {
  public:
   struct Options {
-    int intra_op_threads = 0;   // 0: one per core
+    int intra_op_threads = 0;     // 0: one per core
     bool allow_spinning = false;  // spinning buys a few µs of latency for a core of CPU
   };
   explicit OrtRuntime(Options options);
