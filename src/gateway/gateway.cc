@@ -1,6 +1,7 @@
 #include "gateway/gateway.h"
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -37,7 +38,63 @@ std::string QueryParam(std::string_view query, std::string_view key) {
 
 std::string FormatMs(double ms) { return fmt::format("{:.3f}", ms); }
 
+bool SameSpecs(const std::vector<tensor::TensorSpec>& a, const std::vector<tensor::TensorSpec>& b) {
+  if (&a == &b) return true;
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].name != b[i].name || a[i].dtype != b[i].dtype || a[i].shape != b[i].shape ||
+        a[i].dim_params != b[i].dim_params) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string InputNames(const std::vector<tensor::TensorSpec>& specs) {
+  std::string names;
+  for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
+  return names;
+}
+
 }  // namespace
+
+// Decodes the request's "inputs" against a model's input specs: every check that does not need
+// the model to run (names, dtypes, ranks, fixed and shared dimensions, element limit).
+StatusOr<Gateway::Decoded> Gateway::DecodeInputs(const std::vector<tensor::TensorSpec>& specs, element inputs,
+                                                 const std::string& function) const {
+  Decoded out;
+  out.list_form = inputs.type() == element_type::ARRAY;
+  if (out.list_form) {
+    if (specs.size() != 1) {
+      return InvalidArgumentError(
+          fmt::format("function '{}' has {} inputs ({}); send them by name: {{\"inputs\": {{\"{}\": [[...]], ...}}}}",
+                      function, specs.size(), InputNames(specs), specs.front().name));
+    }
+    PL_ASSIGN_OR_RETURN(tensor::Tensor t, tensor::DecodeJsonTensor(inputs, specs[0], options_.limits));
+    out.tensors.push_back({specs[0].name, std::move(t)});
+  } else {
+    simdjson::dom::object named = inputs.get_object().value_unsafe();
+    for (auto [key, value] : named) {
+      auto spec = std::find_if(specs.begin(), specs.end(), [&](const auto& s) { return s.name == key; });
+      if (spec == specs.end()) {
+        return InvalidArgumentError(
+            fmt::format("unknown input '{}'; the model's inputs are: {}", std::string(key), InputNames(specs)));
+      }
+      PL_ASSIGN_OR_RETURN(tensor::Tensor t, tensor::DecodeJsonTensor(value, *spec, options_.limits));
+      out.tensors.push_back({spec->name, std::move(t)});
+    }
+    for (const auto& s : specs) {
+      if (std::none_of(out.tensors.begin(), out.tensors.end(), [&](const auto& t) { return t.name == s.name; })) {
+        return InvalidArgumentError(fmt::format("missing input '{}' ({} {})", s.name, tensor::DTypeName(s.dtype),
+                                                tensor::ShapeString(s.shape)));
+      }
+    }
+  }
+  if (out.tensors.size() > 1) PL_RETURN_IF_ERROR(tensor::CheckSymbolicDims(specs, out.tensors));
+  return out;
+}
+
+namespace {}  // namespace
 
 struct Gateway::Call {
   std::string request_id;
@@ -47,7 +104,9 @@ struct Gateway::Call {
   // Set while Acquire() runs on `acquire_thread`: a callback running inline may reuse the DOM
   // parsed on this thread; a later one must parse again on its own thread.
   std::atomic<bool> in_acquire{false};
-  std::string x_model;  // routing hint for /v1/infer (X-Model header, or a batch item's model)
+  std::string x_model;             // routing hint for /v1/infer (X-Model header, or a batch item's model)
+  std::optional<Decoded> decoded;  // inputs, once decoded
+  std::shared_ptr<const std::vector<tensor::TensorSpec>> decoded_for;  // ...against these specs
   std::thread::id acquire_thread;
 
   void Finish() { done(std::move(response)); }
@@ -163,22 +222,27 @@ void Gateway::Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, 
                       "the body must be a JSON object with \"inputs\": [[...]] (one input) or "
                       "{\"name\": [[...]], ...} (named inputs)");
   }
+  // When the function has a loaded version, decode against its schema now: bad input is
+  // refused before it takes a queue slot, and the body is parsed once even if the request
+  // runs on another thread later.
+  if (auto specs = pool->InputSpecs()) {
+    auto decoded = DecodeInputs(*specs, inputs, call->response.log.function);
+    if (!decoded.ok()) return call->Fail(decoded.status());
+    call->decoded = std::move(decoded).value();
+    call->decoded_for = std::move(specs);
+  }
   call->acquire_thread = std::this_thread::get_id();
   call->in_acquire.store(true);
   pool->Acquire([this, call, doc](StatusOr<scheduler::Lease> lease) {
     if (!lease.ok()) return call->Fail(lease.status());
-    element d = doc;
-    if (!(call->in_acquire.load() && std::this_thread::get_id() == call->acquire_thread)) {
-      if (ThreadParser().parse(call->body).get(d) != simdjson::SUCCESS) {
-        return call->Fail(InternalError("re-parse of an accepted body failed"));
-      }
-    }
-    Execute(call, *lease, d);
+    // The DOM is only valid on the thread that parsed it, while that parse is current.
+    bool same_parse = call->in_acquire.load() && std::this_thread::get_id() == call->acquire_thread;
+    Execute(call, *lease, same_parse ? &doc : nullptr);
   });
   call->in_acquire.store(false);
 }
 
-void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, element doc) {
+void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, const element* doc) {
   Response& r = call->response;
   RequestLog& log = r.log;
   log.version = lease.version();
@@ -190,44 +254,23 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
   log.queue_ms = std::max(0.0, ToMillis(lease.queue_time) - (lease.cold_start ? log.fetch_ms + log.load_ms : 0.0));
 
   const auto& specs = lease.instance().inputs();
-  element inputs = doc["inputs"].value_unsafe();
-  std::vector<tensor::NamedTensor> tensors;
-  bool list_form = inputs.type() == element_type::ARRAY;
-  if (list_form) {
-    if (specs.size() != 1) {
-      std::string names;
-      for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
-      return call->Fail(InvalidArgumentError(
-          fmt::format("function '{}' has {} inputs ({}); send them by name: {{\"inputs\": {{\"{}\": [[...]], ...}}}}",
-                      log.function, specs.size(), names, specs.front().name)));
-    }
-    auto t = tensor::DecodeJsonTensor(inputs, specs[0], options_.limits);
-    if (!t.ok()) return call->Fail(t.status());
-    tensors.push_back({specs[0].name, std::move(t).value()});
-  } else {
-    simdjson::dom::object named = inputs.get_object().value_unsafe();
-    for (auto [key, value] : named) {
-      auto spec = std::find_if(specs.begin(), specs.end(), [&](const auto& s) { return s.name == key; });
-      if (spec == specs.end()) {
-        std::string names;
-        for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
-        return call->Fail(InvalidArgumentError(
-            fmt::format("unknown input '{}'; the model's inputs are: {}", std::string(key), names)));
-      }
-      auto t = tensor::DecodeJsonTensor(value, *spec, options_.limits);
-      if (!t.ok()) return call->Fail(t.status());
-      tensors.push_back({spec->name, std::move(t).value()});
-    }
-    for (const auto& s : specs) {
-      if (std::none_of(tensors.begin(), tensors.end(), [&](const auto& t) { return t.name == s.name; })) {
-        return call->Fail(InvalidArgumentError(fmt::format("missing input '{}' ({} {})", s.name,
-                                                           tensor::DTypeName(s.dtype), tensor::ShapeString(s.shape))));
+  if (!call->decoded || !call->decoded_for || !SameSpecs(*call->decoded_for, specs)) {
+    // Not decoded before admission (cold function, or another version answered): decode now,
+    // from the DOM parsed on this thread (`doc`, or a fresh parse when the lease came later).
+    element d;
+    if (doc) {
+      d = *doc;
+    } else {
+      if (ThreadParser().parse(call->body).get(d) != simdjson::SUCCESS) {
+        return call->Fail(InternalError("re-parse of an accepted body failed"));
       }
     }
+    auto decoded = DecodeInputs(specs, d["inputs"].value_unsafe(), log.function);
+    if (!decoded.ok()) return call->Fail(decoded.status());
+    call->decoded = std::move(decoded).value();
   }
-  if (tensors.size() > 1) {
-    if (Status st = tensor::CheckSymbolicDims(specs, tensors); !st.ok()) return call->Fail(st);
-  }
+  std::vector<tensor::NamedTensor>& tensors = call->decoded->tensors;
+  bool list_form = call->decoded->list_form;
   log.input_shapes = "{";
   for (size_t i = 0; i < tensors.size(); ++i) {
     log.input_shapes +=

@@ -40,12 +40,19 @@ class Gateway {
 
  private:
   struct Call;
+  struct Decoded {
+    std::vector<tensor::NamedTensor> tensors;
+    bool list_form = false;  // "inputs": [[...]] rather than {"name": ...}
+  };
+  StatusOr<Decoded> DecodeInputs(const std::vector<tensor::TensorSpec>& specs, simdjson::dom::element inputs,
+                                 const std::string& function) const;
   void Infer(std::shared_ptr<Call> call, std::string_view query);
   void Batch(std::shared_ptr<Call> call, std::string_view query);
   void Health(std::shared_ptr<Call> call, std::string_view query);
-  // `doc` must be the parse of call->body on this thread's parser.
+  // `doc` is the parse of call->body on this thread's parser, or null when it must be parsed
+  // again (the lease arrived on another thread, or later).
   void Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, simdjson::dom::element doc);
-  void Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, simdjson::dom::element doc);
+  void Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, const simdjson::dom::element* doc);
   scheduler::FunctionPool* Route(const std::string& name, Response& r, std::string_view request_id);
 
   GatewayOptions options_;

@@ -220,6 +220,7 @@ void FunctionPool::DoLoad(bool for_request) {
       slot->pending_cold = for_request;
       slots_.push_back(slot);
       last_good_version_ = slot->manifest.version;
+      latest_inputs_ = std::make_shared<const std::vector<tensor::TensorSpec>>(slot->instance->inputs());
       last_error_ = integrity_error;
       retry_backoff_ = std::chrono::milliseconds(500);
       metrics_->init_fetch->Observe(ToSeconds(t1 - t0));
@@ -362,6 +363,11 @@ void FunctionPool::UpdateGaugesLocked() {
   metrics_->instances_loading->Set(loading_);
   metrics_->queue_depth->Set(static_cast<double>(queue_.size()));
   metrics_->in_flight->Set(in_flight_);
+}
+
+std::shared_ptr<const std::vector<tensor::TensorSpec>> FunctionPool::InputSpecs() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return latest_inputs_;
 }
 
 PoolSnapshot FunctionPool::Snapshot() const {

@@ -126,6 +126,9 @@ class FunctionPool {
   bool Idle() const;  // nothing queued, in flight or loading
 
   PoolSnapshot Snapshot() const;
+  // Input specs of the most recently loaded instance; null before the first load. Lets the
+  // gateway decode (and refuse) inputs before admission.
+  std::shared_ptr<const std::vector<tensor::TensorSpec>> InputSpecs() const;
   const PoolOptions& options() const { return options_; }
   metrics::FunctionMetrics* metrics() const { return metrics_; }
 
@@ -156,14 +159,15 @@ class FunctionPool {
   ThreadPool* const loaders_;
 
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Slot>> slots_;  // GUARDED_BY(mu_) warm instances
-  std::deque<Waiter> queue_;                  // GUARDED_BY(mu_)
-  int loading_ = 0;                           // GUARDED_BY(mu_)
-  int in_flight_ = 0;                         // GUARDED_BY(mu_)
-  bool draining_ = false;                     // GUARDED_BY(mu_)
-  std::string last_good_version_;             // GUARDED_BY(mu_)
-  Status last_error_;                         // GUARDED_BY(mu_)
-  TimePoint retry_after_{};                   // GUARDED_BY(mu_) min-instances retry backoff
+  std::vector<std::shared_ptr<Slot>> slots_;                              // GUARDED_BY(mu_) warm instances
+  std::deque<Waiter> queue_;                                              // GUARDED_BY(mu_)
+  int loading_ = 0;                                                       // GUARDED_BY(mu_)
+  int in_flight_ = 0;                                                     // GUARDED_BY(mu_)
+  bool draining_ = false;                                                 // GUARDED_BY(mu_)
+  std::string last_good_version_;                                         // GUARDED_BY(mu_)
+  std::shared_ptr<const std::vector<tensor::TensorSpec>> latest_inputs_;  // GUARDED_BY(mu_)
+  Status last_error_;                                                     // GUARDED_BY(mu_)
+  TimePoint retry_after_{};                                               // GUARDED_BY(mu_) min-instances retry backoff
   Duration retry_backoff_{std::chrono::milliseconds(500)};
   std::vector<std::function<void(Status)>> warm_waiters_;  // GUARDED_BY(mu_)
   uint64_t next_slot_id_ = 0;                              // GUARDED_BY(mu_)

@@ -292,3 +292,28 @@ def test_timeout_1ms_on_a_big_cnn_batch_is_504(start_server):
         r = post(server, "cnn", cnn_body(64))
         assert_error(r, 504, "timeout")
         assert_still_serving(server)
+
+
+def test_bad_input_to_a_saturated_function_is_400_not_429(start_server):
+    """Inputs are checked against a warm function's schema before admission: a malformed request
+    is told what is wrong (400) even while the function is full, and takes no queue slot."""
+    server = start_server(one_slot_config(max_queue=0))
+    server.wait_state("sleep", "warm", timeout=60)
+    cal = SleepCalibration(server)
+    with ThreadPoolExecutor(1) as ex:
+        for hold in HOLD_SECONDS:
+            a = ex.submit(post, server, "sleep", sleep_body(cal.iterations(hold)))
+            wait_for(lambda: a.done() or gauge(server, "pilotlight_in_flight", "sleep") >= 1)
+            if a.done():
+                assert_ok(a.result(), "slow request:")
+                continue
+            bad = post(server, "sleep", json_bytes({"inputs": [["not a number"]]}))
+            wrong_shape = post(server, "sleep", json_bytes({"inputs": [[1.0, 2.0]]}))
+            still_running = not a.done()
+            assert_ok(a.result(), "slot-holding request:")
+            if not still_running:
+                continue
+            assert_error(bad, 400, "invalid_input")
+            assert_error(wrong_shape, 400, "invalid_input")
+            return
+    raise AssertionError("the slot-holding request never stayed long enough")
