@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start 2: install what is missing, build with ASan+UBSan, make the models, run every
-# test (unit tests, the module-boundary check, integration tests against the real binary).
+# test (unit tests, the module-boundary check, integration tests against the real binary),
+# then the scheduler's unit tests again under ThreadSanitizer. Extra args go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -13,3 +14,8 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PILOTLIGHT_BIN="$PWD/build/asan/pilotlight"
 export PILOTLIGHT_MODELS="$PWD/build/models"
 ctest --test-dir build/asan --output-on-failure --timeout 900 "$@"
+# The scheduler's concurrency under ThreadSanitizer (its tests use a fake runtime, so no
+# uninstrumented library is involved).
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan --target function_pool_test
+TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/function_pool_test

@@ -95,12 +95,13 @@ std::string JsonEscape(std::string_view s) {
 LogLine::LogLine(spdlog::level::level_enum level, std::string_view message)
     : level_(level), json_(g_format == LogFormat::kJson), enabled_(Logger().should_log(level)) {
   if (!enabled_) return;
+  out_.reserve(512);  // a request line is ~300 bytes: one allocation instead of five
   if (json_) {
-    out_ = "{\"ts\":\"" + NowRfc3339() + "\",\"level\":\"" +
-           std::string(spdlog::level::to_string_view(level).data(), spdlog::level::to_string_view(level).size()) +
-           "\",\"msg\":\"" + JsonEscape(message) + "\"";
+    out_ += "{\"ts\":\"" + NowRfc3339() + "\",\"level\":\"" +
+            std::string(spdlog::level::to_string_view(level).data(), spdlog::level::to_string_view(level).size()) +
+            "\",\"msg\":\"" + JsonEscape(message) + "\"";
   } else {
-    out_.assign(message);
+    out_.append(message);
   }
 }
 

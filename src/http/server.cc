@@ -184,7 +184,13 @@ class Session : public std::enable_shared_from_this<Session> {
       r.function_metrics->request_duration->Observe(ToSeconds(total));
     }
     LogRequest(r, method, target, total);
-    stream_.expires_after(server_->options.read_timeout);
+    // A small response fits in the socket's send buffer and completes at once: arming a timer
+    // for it would cost timer-queue syscalls on every request. Large ones keep the timeout.
+    if (res_->body().size() < 64 * 1024) {
+      stream_.expires_never();
+    } else {
+      stream_.expires_after(server_->options.read_timeout);
+    }
     bhttp::async_write(stream_, *res_, [self = shared_from_this(), keep](beast::error_code ec, size_t) {
       self->server_->active--;
       self->busy_ = false;
