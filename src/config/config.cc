@@ -73,9 +73,10 @@ class Parser {
   }
 
   Status ParseServer(const YAML::Node& n, ServerConfig* s) {
-    PL_RETURN_IF_ERROR(CheckKeys(n, "server",
-                                 {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements",
-                                  "max_batch_items", "threads", "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout"}));
+    PL_RETURN_IF_ERROR(
+        CheckKeys(n, "server",
+                  {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements", "max_batch_items", "threads",
+                   "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout"}));
     PL_RETURN_IF_ERROR(StringInto(n, "listen", "server", &s->listen));
     PL_RETURN_IF_ERROR(IntInto(n, "max_body_bytes", "server", 1, int64_t{1} << 34, &s->max_body_bytes));
     PL_RETURN_IF_ERROR(IntInto(n, "max_header_bytes", "server", 256, 1 << 20, &s->max_header_bytes));
@@ -191,6 +192,18 @@ Status Validate(const Config& c) {
     if (!ValidFunctionName(name)) {
       return InvalidArgumentError(
           fmt::format("{}: functions.{}: function names use 1-128 of A-Z a-z 0-9 . _ -", c.source, name));
+    }
+    if (!f.model.empty() && !ValidFunctionName(f.model)) {
+      return InvalidArgumentError(
+          fmt::format("{}: functions.{}.model: '{}' is not a model name (1-128 of A-Z a-z "
+                      "0-9 . _ -, not starting with '.')",
+                      c.source, name, f.model));
+    }
+    if (f.version != "current" && !ValidFunctionName(f.version)) {
+      return InvalidArgumentError(
+          fmt::format("{}: functions.{}.version: '{}' is neither 'current' nor a version "
+                      "(1-128 of A-Z a-z 0-9 . _ -)",
+                      c.source, name, f.version));
     }
   }
   if (!c.default_function.empty() && c.functions_listed && !c.functions.count(c.default_function)) {

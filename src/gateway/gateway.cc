@@ -65,6 +65,9 @@ StatusOr<Gateway::Decoded> Gateway::DecodeInputs(const std::vector<tensor::Tenso
   Decoded out;
   out.list_form = inputs.type() == element_type::ARRAY;
   if (out.list_form) {
+    if (specs.empty()) {
+      return InvalidArgumentError(fmt::format("function '{}' takes no inputs; send {{\"inputs\": {{}}}}", function));
+    }
     if (specs.size() != 1) {
       return InvalidArgumentError(
           fmt::format("function '{}' has {} inputs ({}); send them by name: {{\"inputs\": {{\"{}\": [[...]], ...}}}}",
@@ -410,7 +413,8 @@ void Gateway::Health(std::shared_ptr<Call> call, std::string_view query) {
     bool ok = warm_errors.empty();
     nlohmann::json j = {{"status", ok ? "ok" : "degraded"}, {"functions", fns}};
     call->response.status = ok ? 200 : 503;
-    call->response.body = j.dump();
+    // Error texts may quote bytes from damaged store files: never let invalid UTF-8 throw here.
+    call->response.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     call->Finish();
   };
   std::string warm = QueryParam(query, "warm");

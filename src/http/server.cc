@@ -1,5 +1,6 @@
 #include "http/server.h"
 
+#include <array>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -29,14 +30,16 @@ class Session;
 struct HttpServer::State {
   HttpOptions options;
   gateway::Gateway* gateway;
+  // Declared before the io_context so they outlive it: destroying the io_context destroys
+  // pending handlers, whose sessions unregister themselves here.
+  std::mutex sessions_mu;
+  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   tcp::acceptor acceptor{ioc};
   std::vector<std::thread> threads;
   std::atomic<int64_t> active{0};
   std::atomic<bool> stopping{false};
-  std::mutex sessions_mu;
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
 
   void Accept();
 };
@@ -144,6 +147,7 @@ class Session : public std::enable_shared_from_this<Session> {
     busy_ = true;
     server_->active++;
     keep_alive_ = false;
+    linger_ = true;
     Write(std::move(r), "-", "-");
   }
 
@@ -195,6 +199,7 @@ class Session : public std::enable_shared_from_this<Session> {
       self->server_->active--;
       self->busy_ = false;
       self->first_ = false;
+      if (!ec && self->linger_) return self->LingerClose();
       if (ec || !keep) return self->Close();
       if (self->buffer_.capacity() > 64 * 1024) self->buffer_.shrink_to_fit();  // idle connections stay small
       self->DoRead();
@@ -227,6 +232,27 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.socket().close(ec);
   }
 
+  // After refusing a request whose body we did not read (413, 431, 400), closing at once would
+  // make the kernel answer the unread bytes with a RST, and the client would often see a reset
+  // instead of our error. Send FIN, then read and discard for up to a second (or 1 MiB).
+  void LingerClose() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(std::chrono::seconds(1));
+    Discard();
+  }
+  void Discard() {
+    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->discarded_ += n;
+      if (ec || self->discarded_ > (1u << 20)) {
+        beast::error_code ignored;
+        self->stream_.socket().close(ignored);
+        return;
+      }
+      self->Discard();
+    });
+  }
+
   beast::tcp_stream stream_;
   HttpServer::State* server_;
   beast::flat_buffer buffer_;
@@ -237,6 +263,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   bool busy_ = false;
   bool first_ = true;
+  bool linger_ = false;
+  size_t discarded_ = 0;
+  std::array<char, 4096> discard_;
   std::chrono::steady_clock::time_point start_, read_done_;
 };
 

@@ -125,6 +125,9 @@ void FunctionPool::Acquire(AcquireCallback cb) {
     }
   }
   if (static_cast<int>(queue_.size()) >= options_.max_queue) {
+    // Shed, but still scale (with max_queue 0 nothing else would ever start an instance).
+    if (loading_ == 0 && static_cast<int>(slots_.size()) < options_.max_instances) StartLoadLocked(false);
+    UpdateGaugesLocked();
     l.unlock();
     cb(ResourceExhaustedError(fmt::format("function '{}' is at capacity: {} requests already queued (max_queue)",
                                           options_.function, options_.max_queue)));
@@ -198,8 +201,10 @@ void FunctionPool::DoLoad(bool for_request) {
     if (!schema.ok()) inst = schema;
   }
   TimePoint t2 = clock_->Now();
-  if (!inst.ok() && inst.status().code() == StatusCode::kNotFound) {
-    // The function exists; its model does not (yet): not ready rather than "no such route".
+  if (!inst.ok() &&
+      (inst.status().code() == StatusCode::kNotFound || inst.status().code() == StatusCode::kInvalidArgument)) {
+    // The function exists but its model is missing or misnamed in the store: a server-side
+    // problem (503 not_ready), not "no such route" or the client's bad input.
     inst = FailedPreconditionError(inst.status().message());
   }
 

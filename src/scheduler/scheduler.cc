@@ -35,9 +35,11 @@ Scheduler::~Scheduler() {
   }
   tick_cv_.notify_all();
   if (housekeeping_.joinable()) housekeeping_.join();
-  // Finish queued work and loads before the pools (and their instances) go away.
-  workers_.reset();
-  loaders_.reset();
+  // Finish queued work and loads before the pools (and their instances) go away. Workers and
+  // loaders post to each other; a post to a pool already shut down runs inline.
+  workers_->Shutdown();
+  loaders_->Shutdown();
+  workers_->Shutdown();
 }
 
 void Scheduler::AddFunction(const PoolOptions& o) {

@@ -96,6 +96,9 @@ class Decoder {
       t.shape.push_back(n);
       cur = *arr.begin();
     }
+    // The shape came from the first element on each axis; prove the whole nesting has it
+    // before allocating, or a 2 KB ragged body could make us allocate for 16M elements.
+    PL_RETURN_IF_ERROR(CheckNesting(root, 0, t.shape));
     elem_size_ = DTypeSize(spec_.dtype);
     t.data.resize(static_cast<size_t>(count) * elem_size_);
     dst_ = t.data.data();
@@ -104,6 +107,27 @@ class Decoder {
   }
 
  private:
+  // Arrays only: every array on every axis has the inferred length (leaves are checked by Walk).
+  Status CheckNesting(element v, size_t axis, const std::vector<int64_t>& shape) {
+    if (v.type() != element_type::ARRAY) {
+      return InvalidArgumentError(
+          fmt::format("input '{}' is ragged or too shallow at depth {}: expected an array "
+                      "of {} elements, got {}",
+                      spec_.name, axis, shape[axis], TypeName(v.type())));
+    }
+    simdjson::dom::array arr = v.get_array().value_unsafe();
+    if (static_cast<int64_t>(arr.size()) != shape[axis]) {
+      return InvalidArgumentError(
+          fmt::format("input '{}' is ragged: dimension {} has {} elements here but {} in "
+                      "the first row",
+                      spec_.name, axis, arr.size(), shape[axis]));
+    }
+    if (axis + 1 < shape.size()) {
+      for (element child : arr) PL_RETURN_IF_ERROR(CheckNesting(child, axis + 1, shape));
+    }
+    return OkStatus();
+  }
+
   Status Walk(element v, size_t axis, const std::vector<int64_t>& shape) {
     if (axis == shape.size()) return Store(v);
     if (v.type() != element_type::ARRAY) {
@@ -139,6 +163,10 @@ class Decoder {
         else
           break;
         if (spec_.dtype == DType::kFloat32) {
+          if (std::fabs(d) > std::numeric_limits<float>::max()) {
+            return InvalidArgumentError(
+                fmt::format("input '{}' element {} is out of range for float32", spec_.name, index_));
+          }
           float f = static_cast<float>(d);
           std::memcpy(dst_, &f, 4);
         } else {

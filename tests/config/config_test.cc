@@ -66,6 +66,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{"serverr: {}\n", "serverr: unknown key"},
                       BadCase{"default_function: x\nfunctions:\n  d: {}\n", "default_function"},
                       BadCase{"functions:\n  d:\n    routes: [nope]\n", "functions.d.routes"},
+                      BadCase{"functions:\n  d:\n    version: ../x\n", "functions.d.version"},
+                      BadCase{"functions:\n  d:\n    model: a/b\n", "functions.d.model"},
                       BadCase{"functions: [a, b]\n", "functions"}, BadCase{"server: {listen: 8080}\n", "server.listen"},
                       BadCase{"a: [\n", "not valid YAML"}));
 

@@ -248,3 +248,19 @@ TEST_F(PoolTest, WarmUp_LoadsWithoutARequest) {
 
 }  // namespace
 }  // namespace pilotlight::scheduler
+
+namespace pilotlight::scheduler {
+namespace {
+
+TEST_F(PoolTest, MaxQueueZero_ShedsWhileColdButStillScalesFromZero) {
+  auto* pool = MakePool({.max_queue = 0});
+  auto first = AcquireNow(pool);
+  ASSERT_FALSE(first.ok());
+  EXPECT_EQ(first.status().code(), StatusCode::kResourceExhausted);
+  WaitFor([&] { return pool->Snapshot().state == "warm"; });
+  EXPECT_TRUE(AcquireNow(pool).ok());
+  EXPECT_EQ(runtime_.loads.load(), 1);
+}
+
+}  // namespace
+}  // namespace pilotlight::scheduler

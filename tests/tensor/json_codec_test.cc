@@ -127,3 +127,32 @@ TEST(TensorSpecCheck, DTypeRankAndFixedDims) {
 
 }  // namespace
 }  // namespace pilotlight::tensor
+
+namespace pilotlight::tensor {
+namespace {
+
+TEST(JsonCodec, RaggedBodyClaimingAHugeShape_IsRefusedBeforeAllocating) {
+  // First row on each axis says 256x256x256 (16.7M elements, 128 MB of int64), the rest is
+  // empty: refused as ragged without allocating for the claimed shape (ASan would see 128 MB).
+  std::string row0 = "[";
+  for (int i = 0; i < 256; ++i) row0 += (i ? ",0" : "0");
+  row0 += "]";
+  std::string plane0 = "[" + row0;
+  for (int i = 1; i < 256; ++i) plane0 += ",[]";
+  plane0 += "]";
+  std::string body = "[" + plane0;
+  for (int i = 1; i < 256; ++i) body += ",[]";
+  body += "]";
+  auto t = Decode(body, {"x", DType::kInt64, {-1, -1, -1}}, int64_t{1} << 30);
+  ASSERT_FALSE(t.ok());
+  EXPECT_NE(t.status().message().find("ragged"), std::string::npos) << t.status().message();
+}
+
+TEST(JsonCodec, FloatBeyondFloat32Range_IsRefused) {
+  EXPECT_FALSE(Decode("[[1e300]]", {"x", DType::kFloat32, {-1, 1}}).ok());
+  EXPECT_TRUE(Decode("[[1e300]]", {"x", DType::kFloat64, {-1, 1}}).ok());
+  EXPECT_TRUE(Decode("[[3.4e38]]", {"x", DType::kFloat32, {-1, 1}}).ok());
+}
+
+}  // namespace
+}  // namespace pilotlight::tensor

@@ -102,9 +102,10 @@ class Watchdog {
   uint64_t Add(TimePoint deadline, Ort::RunOptions* ro, std::atomic<bool>* fired) {
     std::lock_guard<std::mutex> l(mu_);
     uint64_t id = ++next_id_;
-    bool earliest = entries_.empty() || deadline < entries_.begin()->first.first;
     entries_.emplace(std::make_pair(deadline, id), Entry{ro, fired});
-    if (earliest) cv_.notify_one();
+    // Wake the watchdog only if it sleeps past this deadline: with one timeout per function
+    // that is about once per timeout, not once per request.
+    if (deadline < sleeping_until_) cv_.notify_one();
     return id;
   }
   void Remove(TimePoint deadline, uint64_t id) {
@@ -121,6 +122,7 @@ class Watchdog {
     std::unique_lock<std::mutex> l(mu_);
     while (!stop_) {
       if (entries_.empty()) {
+        sleeping_until_ = TimePoint::max();
         cv_.wait(l);
         continue;
       }
@@ -132,6 +134,7 @@ class Watchdog {
         continue;
       }
       TimePoint wake = first->first.first;  // a copy: the entry may be erased while we wait
+      sleeping_until_ = wake;
       cv_.wait_until(l, wake);
     }
   }
@@ -139,6 +142,7 @@ class Watchdog {
   std::condition_variable cv_;
   bool stop_ = false;
   uint64_t next_id_ = 0;
+  TimePoint sleeping_until_ = TimePoint::min();  // until when Loop sleeps (min: not yet asleep)
   std::map<std::pair<TimePoint, uint64_t>, Entry> entries_;
   std::thread thread_;
 };
@@ -188,6 +192,19 @@ class OrtInstance final : public Instance {
 
   StatusOr<std::vector<tensor::NamedTensor>> Run(const std::vector<tensor::NamedTensor>& inputs,
                                                  TimePoint deadline) override {
+    // Nothing ORT throws may cross the module boundary: the whole call is guarded.
+    try {
+      return RunUnguarded(inputs, deadline);
+    } catch (const Ort::Exception& e) {
+      return InternalError(std::string("model run failed: ") + e.what());
+    } catch (const std::exception& e) {
+      return InternalError(std::string("model run failed: ") + e.what());
+    }
+  }
+
+ private:
+  StatusOr<std::vector<tensor::NamedTensor>> RunUnguarded(const std::vector<tensor::NamedTensor>& inputs,
+                                                          TimePoint deadline) {
     std::vector<Ort::Value> values;
     values.reserve(inputs_.size());
     for (const auto& spec : inputs_) {
@@ -229,7 +246,6 @@ class OrtInstance final : public Instance {
     return out;
   }
 
- private:
   std::unique_ptr<Ort::Session> session_;
   std::vector<tensor::TensorSpec> inputs_, outputs_;
   std::vector<const char*> input_names_, output_names_;
