@@ -128,24 +128,14 @@ class Decoder {
     return OkStatus();
   }
 
+  // Stores the leaves in row-major order; CheckNesting already proved every array's length.
   Status Walk(element v, size_t axis, const std::vector<int64_t>& shape) {
     if (axis == shape.size()) return Store(v);
-    if (v.type() != element_type::ARRAY) {
-      return InvalidArgumentError(
-          fmt::format("input '{}' is ragged or too shallow at depth {}: expected an array "
-                      "of {} elements, got {}",
-                      spec_.name, axis, shape[axis], TypeName(v.type())));
-    }
-    simdjson::dom::array arr = v.get_array().value_unsafe();
-    if (static_cast<int64_t>(arr.size()) != shape[axis]) {
-      return InvalidArgumentError(
-          fmt::format("input '{}' is ragged: dimension {} has {} elements here but {} in "
-                      "the first row",
-                      spec_.name, axis, arr.size(), shape[axis]));
-    }
+    simdjson::dom::array arr = v.get_array().value_unsafe();  // a copy: never iterate a temporary's value
     for (element child : arr) PL_RETURN_IF_ERROR(Walk(child, axis + 1, shape));
     return OkStatus();
   }
+
 
   Status Store(element v) {
     element_type type = v.type();
