@@ -345,11 +345,13 @@ void Gateway::Batch(std::shared_ptr<Call> call, std::string_view query) {
     std::vector<std::string> results;
     std::atomic<size_t> remaining;
     std::shared_ptr<Call> call;
+    std::chrono::steady_clock::time_point started;
   };
   auto join = std::make_shared<Join>();
   join->results.resize(n);
   join->remaining = n;
   join->call = call;
+  join->started = std::chrono::steady_clock::now();
   std::string routed = QueryParam(query, "model");
   if (routed.empty()) routed = call->x_model;
 
@@ -372,7 +374,11 @@ void Gateway::Batch(std::shared_ptr<Call> call, std::string_view query) {
     sub->response.log.request_id = sub->request_id;
     sub->body = std::move(bodies[i]);
     sub->done = [join, i](Response&& r) {
-      if (r.function_metrics) r.function_metrics->CountRequest(r.status);
+      if (r.function_metrics) {
+        r.function_metrics->CountRequest(r.status);
+        r.function_metrics->request_duration->Observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - join->started).count());
+      }
       join->results[i] = std::move(r.body);
       if (join->remaining.fetch_sub(1) == 1) {
         std::string out = "[";

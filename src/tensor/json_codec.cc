@@ -136,7 +136,6 @@ class Decoder {
     return OkStatus();
   }
 
-
   Status Store(element v) {
     element_type type = v.type();
     bool ok = false;
@@ -256,29 +255,29 @@ void EncodeTyped(const Tensor& t, std::string& out) {
     for (size_t i = 0; i < rank; ++i) out += ']';
     return;
   }
-  // Axis a spans block[a] = product of shape[a..] elements: an element opens a bracket for
-  // every axis whose block starts at it and closes one for every block that ends at it.
-  std::vector<int64_t> block(rank, 1);
-  block[rank - 1] = t.shape[rank - 1];
-  for (size_t i = rank - 1; i > 0; --i) block[i - 1] = block[i] * t.shape[i - 1];
+  // An odometer over the indices: after each element, the number of trailing axes that wrap
+  // is how many brackets close (and, before the next element, open). O(1) amortised per element.
+  out.reserve(out.size() + static_cast<size_t>(total) * 12);
+  std::vector<int64_t> idx(rank, 0);
+  out.append(rank, '[');
   for (int64_t i = 0; i < total; ++i) {
-    size_t opens = 0;
-    for (size_t a = 0; a < rank; ++a) {
-      if (i % block[a] == 0) ++opens;
-    }
-    if (i > 0) out += ',';
-    out.append(opens, '[');
     if constexpr (std::is_same_v<T, bool>)
       out += data[i] ? "true" : "false";
     else if constexpr (sizeof(T) == 1)
       AppendNumber(static_cast<int>(data[i]), out);
     else
       AppendNumber(data[i], out);
-    size_t closes = 0;
-    for (size_t a = 0; a < rank; ++a) {
-      if ((i + 1) % block[a] == 0) ++closes;
+    size_t wraps = 0;
+    for (size_t a = rank; a-- > 0;) {
+      if (++idx[a] < t.shape[a]) break;
+      idx[a] = 0;
+      ++wraps;
     }
-    out.append(closes, ']');
+    out.append(wraps, ']');
+    if (i + 1 < total) {
+      out += ',';
+      out.append(wraps, '[');
+    }
   }
 }
 

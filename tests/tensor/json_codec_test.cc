@@ -156,3 +156,21 @@ TEST(JsonCodec, FloatBeyondFloat32Range_IsRefused) {
 
 }  // namespace
 }  // namespace pilotlight::tensor
+
+namespace pilotlight::tensor {
+namespace {
+
+TEST(JsonCodec, EncodeShapes_Rank1UnitDimsAndRank4) {
+  Tensor r1{DType::kInt32, {3}, std::vector<uint8_t>(12)};
+  for (int i = 0; i < 3; ++i) r1.as<int32_t>()[i] = i + 1;
+  EXPECT_EQ(Encode(r1), "[1,2,3]");
+  Tensor unit{DType::kInt32, {1, 1, 2}, std::vector<uint8_t>(8)};
+  unit.as<int32_t>()[0] = 7;
+  unit.as<int32_t>()[1] = 8;
+  EXPECT_EQ(Encode(unit), "[[[7,8]]]");
+  Tensor r4{DType::kUint8, {2, 1, 2, 1}, {1, 2, 3, 4}};
+  EXPECT_EQ(Encode(r4), "[[[[1],[2]]],[[[3],[4]]]]");
+}
+
+}  // namespace
+}  // namespace pilotlight::tensor
