@@ -44,11 +44,4 @@ StatusOr<Duration> ParseDuration(std::string_view text) {
   return total;
 }
 
-std::string FormatDuration(Duration d) {
-  auto ns = d.count();
-  if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
-  if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
-  return std::to_string(ns / 1000) + "us";
-}
-
 }  // namespace pilotlight

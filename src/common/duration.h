@@ -12,6 +12,5 @@ namespace pilotlight {
 // Accepts a sequence of <number><unit> with unit in {us, ms, s, m, h}; a bare "0" is zero.
 // InvalidArgument with a message naming the expected form otherwise.
 StatusOr<Duration> ParseDuration(std::string_view text);
-std::string FormatDuration(Duration d);
 
 }  // namespace pilotlight

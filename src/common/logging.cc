@@ -49,8 +49,6 @@ Status InitLogging(const LogOptions& options) {
   return OkStatus();
 }
 
-LogFormat CurrentLogFormat() { return g_format; }
-
 spdlog::logger& Logger() {
   if (!g_logger) {
     g_logger = spdlog::stderr_logger_mt("pilotlight-default");

@@ -21,7 +21,6 @@ struct LogOptions {
 };
 
 Status InitLogging(const LogOptions& options);
-LogFormat CurrentLogFormat();
 spdlog::logger& Logger();
 
 // One structured log line: a message plus key/value fields, printed as

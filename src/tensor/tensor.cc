@@ -105,22 +105,4 @@ Status CheckSymbolicDims(const std::vector<TensorSpec>& specs, const std::vector
   return OkStatus();
 }
 
-Status CheckAgainstSpec(const TensorSpec& spec, const Tensor& t) {
-  if (t.dtype != spec.dtype) {
-    return InvalidArgumentError(
-        fmt::format("input '{}' expects dtype {}, got {}", spec.name, DTypeName(spec.dtype), DTypeName(t.dtype)));
-  }
-  if (t.shape.size() != spec.shape.size()) {
-    return InvalidArgumentError(fmt::format("input '{}' expects rank {} (shape {}), got shape {}", spec.name,
-                                            spec.shape.size(), ShapeString(spec.shape), ShapeString(t.shape)));
-  }
-  for (size_t i = 0; i < spec.shape.size(); ++i) {
-    if (spec.shape[i] >= 0 && spec.shape[i] != t.shape[i]) {
-      return InvalidArgumentError(fmt::format("input '{}' dimension {} must be {} (shape {}), got shape {}", spec.name,
-                                              i, spec.shape[i], ShapeString(spec.shape), ShapeString(t.shape)));
-    }
-  }
-  return OkStatus();
-}
-
 }  // namespace pilotlight::tensor

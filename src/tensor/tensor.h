@@ -58,8 +58,5 @@ Status CheckSymbolicDims(const std::vector<TensorSpec>& specs, const std::vector
 // "[1,64]" for logs and error messages.
 std::string ShapeString(const std::vector<int64_t>& shape);
 
-// Checks a decoded tensor against its spec: dtype, rank, every fixed dimension.
-// InvalidArgument naming the input and the first mismatch.
-Status CheckAgainstSpec(const TensorSpec& spec, const Tensor& t);
 
 }  // namespace pilotlight::tensor

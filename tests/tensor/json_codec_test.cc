@@ -117,14 +117,6 @@ TEST(JsonCodec, Float64_KeepsFullPrecision) {
   EXPECT_EQ(Encode(*t), "[[0.1,1e+300]]");
 }
 
-TEST(TensorSpecCheck, DTypeRankAndFixedDims) {
-  TensorSpec spec{"x", DType::kFloat32, {-1, 3}};
-  EXPECT_TRUE(CheckAgainstSpec(spec, Tensor{DType::kFloat32, {5, 3}, {}}).ok());
-  EXPECT_FALSE(CheckAgainstSpec(spec, Tensor{DType::kInt64, {5, 3}, {}}).ok());
-  EXPECT_FALSE(CheckAgainstSpec(spec, Tensor{DType::kFloat32, {5, 3, 1}, {}}).ok());
-  EXPECT_FALSE(CheckAgainstSpec(spec, Tensor{DType::kFloat32, {5, 4}, {}}).ok());
-}
-
 }  // namespace
 }  // namespace pilotlight::tensor
 
