@@ -119,3 +119,15 @@ def module_servers(store, tmp_path_factory):
     factory = support.ServerFactory(tmp_path_factory.mktemp("module_servers"), store.uri)
     yield factory
     _finish(factory)
+
+
+@pytest.fixture(scope="module")
+def shared_server(request, module_servers):
+    """One server per test module, started from that module's CONFIG (started again if a test
+    crashed it)."""
+    return module_servers.shared(request.module.CONFIG)
+
+
+@pytest.fixture
+def server(shared_server):
+    return shared_server.get()

@@ -3,7 +3,6 @@ of the returned probabilities against the labels, accuracy >= 0.90 — batched i
 through /v1/batch one row per element, and through /v1/infer's default function."""
 
 import numpy as np
-import pytest
 
 from support import assert_ok, digits_test, reference_outputs, shape_of
 
@@ -15,15 +14,6 @@ CONFIG = {
                              "idle_timeout": "60s", "max_queue": 64, "queue_timeout": "10s"}},
 }
 
-
-@pytest.fixture(scope="module")
-def shared_server(module_servers):
-    return module_servers.shared(CONFIG)
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server.get()
 
 
 def accuracy(probabilities, labels):

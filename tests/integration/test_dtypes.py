@@ -16,15 +16,6 @@ CONFIG = {"functions": {name: {"idle_timeout": "60s"}
                         for name in ("tiny_mlp", "digits", "multi_input", "all_dtypes", "cnn")}}
 
 
-@pytest.fixture(scope="module")
-def shared_server(module_servers):
-    return module_servers.shared(CONFIG)
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server.get()
-
 
 def is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)

@@ -31,15 +31,6 @@ LIMITS_CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def shared_server(module_servers):
-    return module_servers.shared(CONFIG)
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server.get()
-
 
 @pytest.fixture(scope="module")
 def shared_limits_server(module_servers):

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 
-import pytest
 
 from support import assert_error, assert_ok, assert_still_serving, tiny_rows
 
@@ -18,15 +17,6 @@ CONFIG = {
     "functions": {"tiny_mlp": {"idle_timeout": "60s"}},
 }
 
-
-@pytest.fixture(scope="module")
-def shared(module_servers):
-    return module_servers.shared(CONFIG)
-
-
-@pytest.fixture
-def server(shared):
-    return shared.get()
 
 
 def raw_request(port, head_bytes, timeout=10):

@@ -4,7 +4,6 @@ load_ms, handler_ms, total_ms, input shapes; never the input values; --log-forma
 
 import json
 
-import pytest
 
 from support import assert_error, assert_ok, wait_until
 
@@ -25,15 +24,6 @@ def secret_rows(n):
         rows.append(row)
     return rows
 
-
-@pytest.fixture(scope="module")
-def shared_server(module_servers):
-    return module_servers.shared(CONFIG, log_format="json")
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server.get()
 
 
 def test_request_id_is_echoed(server):

@@ -30,15 +30,6 @@ CONFIG = {
 OUT_DIM = {"digits": 10, "tiny_mlp": 4}
 
 
-@pytest.fixture(scope="module")
-def shared_server(module_servers):
-    return module_servers.shared(CONFIG)
-
-
-@pytest.fixture
-def server(shared_server):
-    return shared_server.get()
-
 
 def body_for(model, rows=1):
     return {"inputs": digits_rows(rows) if model == "digits" else tiny_rows(rows)}

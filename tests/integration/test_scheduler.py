@@ -177,6 +177,19 @@ def one_slot_config(**sleep):
 HOLD_SECONDS = (2.0, 6.0)  # how long the slot-holding request runs; the second is a retry
 
 
+def slot_holders(server, ex, cal):
+    """Yields, once per HOLD_SECONDS entry, the future of a request that is holding the "sleep"
+    function's only slot right now; an attempt whose request finished before it was seen in
+    flight is checked and skipped (the next one holds longer)."""
+    for hold in HOLD_SECONDS:
+        a = ex.submit(post, server, "sleep", sleep_body(cal.iterations(hold)))
+        wait_for(lambda: a.done() or gauge(server, "pilotlight_in_flight", "sleep") >= 1)
+        if a.done():
+            assert_ok(a.result(), "slow request:")
+            continue
+        yield a
+
+
 def wait_for(predicate, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -199,12 +212,7 @@ def test_full_queue_sheds_429_with_retry_after(start_server):
     quick = sleep_body(1)
     shed = None
     with ThreadPoolExecutor(2) as ex:
-        for hold in HOLD_SECONDS:
-            a = ex.submit(post, server, "sleep", sleep_body(cal.iterations(hold)))
-            wait_for(lambda: a.done() or gauge(server, "pilotlight_in_flight", "sleep") >= 1)
-            if a.done():
-                assert_ok(a.result(), "slow request:")
-                continue
+        for a in slot_holders(server, ex, cal):
             b = ex.submit(post, server, "sleep", quick)
             wait_for(lambda: a.done() or b.done()
                      or gauge(server, "pilotlight_queue_depth", "sleep") >= 1)
@@ -237,12 +245,7 @@ def test_queue_timeout_sheds_429_with_retry_after(start_server):
     cal = SleepCalibration(server)
     shed = None
     with ThreadPoolExecutor(1) as ex:
-        for hold in HOLD_SECONDS:
-            a = ex.submit(post, server, "sleep", sleep_body(cal.iterations(hold)))
-            wait_for(lambda: a.done() or gauge(server, "pilotlight_in_flight", "sleep") >= 1)
-            if a.done():
-                assert_ok(a.result(), "slow request:")
-                continue
+        for a in slot_holders(server, ex, cal):
             b = post(server, "sleep", sleep_body(1))
             a_done_before_b = a.done()
             assert_ok(a.result(), "running request:")
@@ -301,12 +304,7 @@ def test_bad_input_to_a_saturated_function_is_400_not_429(start_server):
     server.wait_state("sleep", "warm", timeout=60)
     cal = SleepCalibration(server)
     with ThreadPoolExecutor(1) as ex:
-        for hold in HOLD_SECONDS:
-            a = ex.submit(post, server, "sleep", sleep_body(cal.iterations(hold)))
-            wait_for(lambda: a.done() or gauge(server, "pilotlight_in_flight", "sleep") >= 1)
-            if a.done():
-                assert_ok(a.result(), "slow request:")
-                continue
+        for a in slot_holders(server, ex, cal):
             bad = post(server, "sleep", json_bytes({"inputs": [["not a number"]]}))
             wrong_shape = post(server, "sleep", json_bytes({"inputs": [[1.0, 2.0]]}))
             still_running = not a.done()
