@@ -2,6 +2,7 @@
 # Installs everything pilotlight needs to build, run and test, and nothing twice.
 #  - Debian packages (compiler toolchain, libraries, test tools) via apt-get
 #  - ONNX Runtime 1.29.0 (headers + libonnxruntime.so) from the npm registry into third_party/onnxruntime
+#  - the S3 test server's npm packages (tests/integration/s3, `npm ci` from its package-lock.json)
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,9 +10,9 @@ cd "$(dirname "$0")/.."
 PKGS=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libboost1.74-dev libsimdjson-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
-  libcli11-dev libyaml-cpp-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev
+  libcli11-dev libyaml-cpp-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev libpugixml-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
-  python3-onnx python3-numpy python3-sklearn python3-pytest python3-requests
+  python3-onnx python3-numpy python3-sklearn python3-pytest python3-requests python3-boto3
   nginx-light wrk
 )
 # Node.js + npm: any install will do (NodeSource's nodejs bundles npm and conflicts with Debian's npm).
@@ -43,5 +44,15 @@ if [ ! -f "$ORT_DIR/lib/libonnxruntime.so.1" ] || [ ! -f "$ORT_DIR/include/onnxr
   cp "$tmp/$hdr"/*.h "$ORT_DIR/include/"
   cp "$tmp/$lib" "$ORT_DIR/lib/libonnxruntime.so.1"
   ln -sf libonnxruntime.so.1 "$ORT_DIR/lib/libonnxruntime.so"
+fi
+# S3 test server (tests/integration/s3): `npm ci` again only when the lock file changed; the
+# stamp inside node_modules holds the sha256 of package.json + package-lock.json it installed.
+S3_DIR=tests/integration/s3
+S3_STAMP=$S3_DIR/node_modules/.pilotlight-lock.sha256
+s3_want=$(cat "$S3_DIR/package.json" "$S3_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$S3_STAMP" 2>/dev/null)" != "$s3_want" ]; then
+  echo "setup: installing the S3 test server's npm packages (npm ci in $S3_DIR)"
+  (cd "$S3_DIR" && npm ci --silent --no-audit --no-fund)
+  echo "$s3_want" > "$S3_STAMP"
 fi
 echo "setup: ok"

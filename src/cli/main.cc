@@ -5,8 +5,14 @@
 #include <iostream>
 #include <sstream>
 
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "common/logging.h"
 #include "config/config.h"
@@ -19,16 +25,9 @@ using namespace pilotlight;
 
 namespace {
 
-constexpr const char* kDefaultStore = "file://./models";
-
 int Fail(const Status& s) {
   std::fprintf(stderr, "error: %s\n", s.message().c_str());
   return 1;
-}
-
-StatusOr<std::unique_ptr<store::ModelStore>> OpenStore(const std::string& uri) {
-  PL_ASSIGN_OR_RETURN(auto blobs, store::OpenBlobStore(uri));
-  return std::make_unique<store::ModelStore>(std::move(blobs));
 }
 
 std::string HumanBytes(uint64_t n) {
@@ -42,10 +41,82 @@ std::string HumanBytes(uint64_t n) {
   return u == 0 ? fmt::format("{} B", n) : fmt::format("{:.1f} {}", v, units[u]);
 }
 
-int ModelPush(const std::string& store_uri, const std::string& file, const std::string& name,
-              const std::string& version, bool promote) {
-  auto st = OpenStore(store_uri);
+// Where `model ...` commands find the store: --store, else the --config file's store (with its
+// s3: block and state_dir), else file://./models.
+struct StoreArgs {
+  std::string uri;
+  std::string config_path;
+  std::string state_dir;
+};
+
+StatusOr<std::unique_ptr<store::ModelStore>> OpenStore(const StoreArgs& a) {
+  config::Config cfg;
+  if (!a.config_path.empty()) {
+    PL_ASSIGN_OR_RETURN(cfg, config::LoadConfigFile(a.config_path));
+  }
+  std::string uri = !a.uri.empty() ? a.uri : cfg.store;
+  std::string state = !a.state_dir.empty() ? a.state_dir : cfg.state_dir;
+  PL_ASSIGN_OR_RETURN(auto blobs, store::OpenBlobStore(uri, server::ToS3Settings(cfg.s3)));
+  return std::make_unique<store::ModelStore>(std::move(blobs),
+                                             store::StoreOptions{state + "/cache", cfg.cache.max_bytes});
+}
+
+// A one-line progress bar on stderr, only when stderr is a terminal.
+class Progress {
+ public:
+  explicit Progress(std::string label) : label_(std::move(label)), tty_(::isatty(2)) {}
+  ~Progress() {
+    if (drawn_) std::fputc('\n', stderr);
+  }
+  store::ProgressFn Fn() {
+    if (!tty_) return {};
+    return [this](uint64_t done, uint64_t total) { Draw(done, total); };
+  }
+
+ private:
+  void Draw(uint64_t done, uint64_t total) {
+    auto now = std::chrono::steady_clock::now();
+    if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
+    if (!drawn_) start_ = now;
+    last_ = now;
+    drawn_ = true;
+    double secs = std::chrono::duration<double>(now - start_).count();
+    double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    int pct = total ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total)) : 0;
+    int bar = pct * 30 / 100;
+    std::fprintf(stderr, "\r%s [%s%s] %3d%% %s / %s  %s/s   ", label_.c_str(), std::string(bar, '#').c_str(),
+                 std::string(30 - bar, '.').c_str(), pct, HumanBytes(done).c_str(), HumanBytes(total).c_str(),
+                 HumanBytes(static_cast<uint64_t>(rate)).c_str());
+    std::fflush(stderr);
+  }
+  std::string label_;
+  bool tty_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+int ModelPush(const StoreArgs& sa, std::string file, const std::string& name, const std::string& version,
+              bool promote) {
+  auto st = OpenStore(sa);
   if (!st.ok()) return Fail(st.status());
+  // An http(s) source (a presigned URL, a web server): download it first, then push the copy.
+  std::string downloaded;
+  struct Cleanup {
+    std::string* path;
+    ~Cleanup() {
+      if (!path->empty()) std::remove(path->c_str());
+    }
+  } cleanup{&downloaded};
+  if (file.rfind("https://", 0) == 0 || file.rfind("http://", 0) == 0) {
+    downloaded =
+        (std::filesystem::temp_directory_path() / ("pilotlight-push-" + std::to_string(::getpid()) + ".onnx")).string();
+    Progress bar("downloading");
+    auto got = store::DownloadUrl(file, downloaded, bar.Fn());
+    if (!got.ok()) return Fail(got.status());
+    file = downloaded;
+  } else if (!std::filesystem::is_regular_file(file)) {
+    return Fail(NotFoundError(file + " is not a readable file"));
+  }
   runtime::OrtRuntime ort(runtime::OrtRuntime::Options{.intra_op_threads = 1});
   auto schema = ort.Inspect(file);
   if (!schema.ok()) return Fail(schema.status());
@@ -57,7 +128,11 @@ int ModelPush(const std::string& store_uri, const std::string& file, const std::
   };
   m.inputs = convert(schema->inputs);
   m.outputs = convert(schema->outputs);
-  auto pushed = (*st)->PushVersion(name, version, file, m);
+  StatusOr<store::Manifest> pushed = store::Manifest{};
+  {
+    Progress bar("uploading  ");
+    pushed = (*st)->PushVersion(name, version, file, m, bar.Fn());
+  }
   if (!pushed.ok()) return Fail(pushed.status());
   const auto& f = *pushed->ModelFile();
   std::printf("pushed %s@%s to %s (%s, sha256 %s)\n", name.c_str(), version.c_str(), (*st)->Describe().c_str(),
@@ -69,14 +144,72 @@ int ModelPush(const std::string& store_uri, const std::string& file, const std::
     std::printf("  output %-16s %-8s %s\n", o.name.c_str(), o.dtype.c_str(), tensor::ShapeString(o.shape).c_str());
   }
   if (promote) {
-    if (Status p = (*st)->Promote(name, version); !p.ok()) return Fail(p);
+    // Just uploaded and hashed from the same bytes: no need to download them again to verify.
+    auto p = (*st)->Promote(name, version, /*verify=*/false);
+    if (!p.ok()) return Fail(p.status());
     std::printf("promoted %s@%s to current\n", name.c_str(), version.c_str());
   }
   return 0;
 }
 
-int ModelList(const std::string& store_uri) {
-  auto st = OpenStore(store_uri);
+int ModelVerify(const StoreArgs& sa, const std::string& name, std::string version) {
+  auto st = OpenStore(sa);
+  if (!st.ok()) return Fail(st.status());
+  if (version.empty()) {
+    auto cur = (*st)->ReadCurrent(name);
+    if (!cur.ok()) return Fail(cur.status());
+    version = cur->version;
+  }
+  auto m = (*st)->ReadManifest(name, version);
+  if (!m.ok()) return Fail(m.status());
+  if (Status v = (*st)->VerifyVersion(name, version); !v.ok()) return Fail(v);
+  for (const auto& f : m->files) {
+    std::printf("ok  %s@%s  %-12s %10s  sha256 %s\n", name.c_str(), version.c_str(), f.path.c_str(),
+                HumanBytes(f.size_bytes).c_str(), f.sha256.c_str());
+  }
+  return 0;
+}
+
+// Promote/rollback through a running server (which then swaps at once), or in the store.
+int ModelChange(const StoreArgs& sa, const std::string& server, const std::string& name, const std::string& version,
+                bool rollback) {
+  if (!server.empty()) {
+    std::string base = server;
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    std::string url = base + "/admin/models/" + name + (rollback ? "/rollback" : "/promote");
+    std::string body = rollback ? "{}" : nlohmann::json({{"version", version}}).dump();
+    auto r = http::Post(url, body, {{"Content-Type", "application/json"}});
+    if (!r.ok()) return Fail(r.status());
+    if (r->status >= 400) {
+      std::fprintf(stderr, "error: HTTP %ld from %s: %s\n", r->status, base.c_str(), r->body.c_str());
+      return 1;
+    }
+    auto j = nlohmann::json::parse(r->body, nullptr, false);
+    if (j.is_discarded()) return Fail(InternalError("unreadable answer from " + base + ": " + r->body));
+    std::printf("%s %s to %s (was %s)\n", rollback ? "rolled back" : "promoted", name.c_str(),
+                j.value("version", "").c_str(), j.value("previous", "").c_str());
+    bool ok = j.value("swapped", false);
+    for (auto& [fn, how] : j["functions"].items()) {
+      std::printf("  function %-20s %s\n", fn.c_str(), how.get<std::string>().c_str());
+    }
+    return ok ? 0 : 1;
+  }
+  auto st = OpenStore(sa);
+  if (!st.ok()) return Fail(st.status());
+  auto r = rollback ? (*st)->Rollback(name) : (*st)->Promote(name, version);
+  if (!r.ok()) return Fail(r.status());
+  if (rollback) {
+    std::printf("rolled %s back to %s (was %s)\n", name.c_str(), r->version.c_str(), r->previous.c_str());
+  } else {
+    std::printf("promoted %s@%s to current%s\n", name.c_str(), r->version.c_str(),
+                r->previous.empty() ? "" : (" (was " + r->previous + ")").c_str());
+  }
+  std::printf("running servers switch within their poll_interval; use --server URL to switch one at once\n");
+  return 0;
+}
+
+int ModelList(const StoreArgs& sa) {
+  auto st = OpenStore(sa);
   if (!st.ok()) return Fail(st.status());
   auto models = (*st)->ListModels();
   if (!models.ok()) return Fail(models.status());
@@ -94,8 +227,8 @@ int ModelList(const std::string& store_uri) {
   return 0;
 }
 
-int ModelVersions(const std::string& store_uri, const std::string& name) {
-  auto st = OpenStore(store_uri);
+int ModelVersions(const StoreArgs& sa, const std::string& name) {
+  auto st = OpenStore(sa);
   if (!st.ok()) return Fail(st.status());
   auto vs = (*st)->ListVersions(name);
   if (!vs.ok()) return Fail(vs.status());
@@ -175,34 +308,65 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
 
   // model
-  std::string m_store = kDefaultStore, m_file, m_name, m_version;
+  StoreArgs sa;
+  std::string m_file, m_name, m_version, m_server;
   bool m_promote = false;
-  auto* model = app.add_subcommand("model", "Manage the model store: push, list, versions, promote, rollback");
+  auto* model = app.add_subcommand("model", "Manage the model store: push, list, versions, promote, rollback, verify");
   model->require_subcommand(1);
-  model->add_option("--store", m_store, "model store URI")->capture_default_str();
+  model->footer(
+      "Stores: file://PATH (default file://./models) or s3://BUCKET/PREFIX (AWS S3, MinIO, R2, Ceph, GCS).\n"
+      "S3 settings come from --config's s3: block, else AWS_ENDPOINT_URL(_S3), AWS_REGION,\n"
+      "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, AWS_PROFILE and ~/.aws/{credentials,config}.");
+  auto add_store = [&](CLI::App* c) {
+    c->add_option("--store", sa.uri, "model store URI (default: the config's store, else file://./models)");
+    c->add_option("-c,--config", sa.config_path, "pilotlight.yaml whose store, s3: and state_dir to use")
+        ->check(CLI::ExistingFile);
+    c->add_option("--state-dir", sa.state_dir, "state directory holding the verified cache (default ./.pilotlight)");
+  };
+  add_store(model);
   auto* push = model->add_subcommand("push", "Upload a model file as a new immutable version");
   push->footer(
-      "Reads the model's inputs and outputs through ONNX Runtime, copies the file to\n"
-      "<store>/NAME/versions/VERSION/model.onnx and writes manifest.json (sha256, size, schema).\n\n"
-      "Example:\n  pilotlight model push build/models/digits.onnx --name digits --version 1.0.0 --promote");
-  push->add_option("file", m_file, "the .onnx file")->required()->check(CLI::ExistingFile);
+      "Reads the model's inputs and outputs through ONNX Runtime, uploads the file to\n"
+      "<store>/NAME/versions/VERSION/model.onnx (multipart above s3.multipart_threshold, 64 MiB)\n"
+      "and writes manifest.json (sha256, size, schema) last. FILE may be an https:// URL\n"
+      "(a presigned URL or a web server): it is downloaded, then pushed.\n\n"
+      "Examples:\n  pilotlight model push build/models/digits.onnx --name digits --version 1.0.0 --promote\n"
+      "  pilotlight model push ./resnet.onnx -n resnet -v 2 --store s3://my-models/prod");
+  push->add_option("file", m_file, "the .onnx file, or an http(s):// URL")->required();
   push->add_option("-n,--name", m_name, "model name (A-Z a-z 0-9 . _ -)")->required();
   push->add_option("-v,--version", m_version, "version label, e.g. 1.0.0 (versions are immutable)")->required();
   push->add_flag("--promote", m_promote, "also make this version current");
-  push->add_option("--store", m_store, "model store URI")->capture_default_str();
+  add_store(push);
   auto* list = model->add_subcommand("list", "List models with their current version");
-  list->add_option("--store", m_store, "model store URI")->capture_default_str();
+  add_store(list);
   auto* versions = model->add_subcommand("versions", "List a model's versions (* marks current)");
   versions->add_option("name", m_name, "model name")->required();
-  versions->add_option("--store", m_store, "model store URI")->capture_default_str();
-  auto* promote =
-      model->add_subcommand("promote", "Make VERSION current (a running server picks it up at its next cold start)");
+  add_store(versions);
+  auto* promote = model->add_subcommand("promote", "Verify VERSION, then make it current");
+  promote->footer(
+      "Every file of the version is checked against its manifest first; a version that fails is\n"
+      "refused. current.json is replaced only if nobody changed it meanwhile (a conditional write):\n"
+      "a concurrent promote is reported, never overwritten. Servers switch within poll_interval;\n"
+      "--server switches a running server at once and waits for its hot swap.\n\n"
+      "Examples:\n  pilotlight model promote digits 1.1.0\n"
+      "  pilotlight model promote digits 1.1.0 --server http://127.0.0.1:8080");
   promote->add_option("name", m_name, "model name")->required();
   promote->add_option("version", m_version, "version to promote")->required();
-  promote->add_option("--store", m_store, "model store URI")->capture_default_str();
+  promote->add_option("--server", m_server, "promote through this running server (POST /admin/models/NAME/promote)");
+  add_store(promote);
   auto* rollback = model->add_subcommand("rollback", "Return to the previously promoted version");
+  rollback->footer("A second rollback goes one further back. The history is in current.json.");
   rollback->add_option("name", m_name, "model name")->required();
-  rollback->add_option("--store", m_store, "model store URI")->capture_default_str();
+  rollback->add_option("--server", m_server, "roll back through this running server");
+  add_store(rollback);
+  auto* verify = model->add_subcommand("verify", "Check a version's files against its manifest (sha256)");
+  verify->footer(
+      "Exits non-zero and names the file on any mismatch. Remote files already in the verified\n"
+      "cache are re-validated with a conditional request (no download when unchanged).\n\n"
+      "Example:\n  pilotlight model verify digits 1.0.0 --store s3://my-models/prod");
+  verify->add_option("name", m_name, "model name")->required();
+  verify->add_option("version", m_version, "version (default: current)");
+  add_store(verify);
 
   // invoke
   std::string i_url = "http://127.0.0.1:8080", i_name, i_data;
@@ -241,24 +405,12 @@ int main(int argc, char** argv) {
     if (Status s = InitLogging(lo); !s.ok()) return Fail(s);
     return server::Serve(cfg);
   }
-  if (*push) return ModelPush(m_store, m_file, m_name, m_version, m_promote);
-  if (*list) return ModelList(m_store);
-  if (*versions) return ModelVersions(m_store, m_name);
-  if (*promote) {
-    auto st = OpenStore(m_store);
-    if (!st.ok()) return Fail(st.status());
-    if (Status s = (*st)->Promote(m_name, m_version); !s.ok()) return Fail(s);
-    std::printf("promoted %s@%s to current\n", m_name.c_str(), m_version.c_str());
-    return 0;
-  }
-  if (*rollback) {
-    auto st = OpenStore(m_store);
-    if (!st.ok()) return Fail(st.status());
-    auto v = (*st)->Rollback(m_name);
-    if (!v.ok()) return Fail(v.status());
-    std::printf("rolled %s back to %s\n", m_name.c_str(), v->c_str());
-    return 0;
-  }
+  if (*push) return ModelPush(sa, m_file, m_name, m_version, m_promote);
+  if (*list) return ModelList(sa);
+  if (*versions) return ModelVersions(sa, m_name);
+  if (*promote) return ModelChange(sa, m_server, m_name, m_version, false);
+  if (*rollback) return ModelChange(sa, m_server, m_name, "", true);
+  if (*verify) return ModelVerify(sa, m_name, m_version);
   if (*invoke) return Invoke(i_url, i_name, i_data);
   return 0;
 }

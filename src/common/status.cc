@@ -26,6 +26,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "OUT_OF_RANGE";
     case StatusCode::kCancelled:
       return "CANCELLED";
+    case StatusCode::kAborted:
+      return "ABORTED";
     case StatusCode::kInternal:
       return "INTERNAL";
   }

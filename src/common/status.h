@@ -23,6 +23,7 @@ enum class StatusCode {
   kDataLoss,            // integrity failure: checksum mismatch, truncated file (503 model_integrity)
   kOutOfRange,          // a size limit exceeded (413 when it is the request body)
   kCancelled,           // stopped on purpose (shutdown)
+  kAborted,             // a concurrent change won (conditional write refused); re-read and retry (409)
   kInternal,            // a bug by definition (500)
 };
 
@@ -55,6 +56,7 @@ inline Status ResourceExhaustedError(std::string m) { return {StatusCode::kResou
 inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status DeadlineExceededError(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
 inline Status DataLossError(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
+inline Status AbortedError(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
 inline Status OutOfRangeError(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 inline Status CancelledError(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }

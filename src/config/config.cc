@@ -76,7 +76,7 @@ class Parser {
     PL_RETURN_IF_ERROR(
         CheckKeys(n, "server",
                   {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements", "max_batch_items", "threads",
-                   "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout"}));
+                   "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout", "poll_interval"}));
     PL_RETURN_IF_ERROR(StringInto(n, "listen", "server", &s->listen));
     PL_RETURN_IF_ERROR(IntInto(n, "max_body_bytes", "server", 1, int64_t{1} << 34, &s->max_body_bytes));
     PL_RETURN_IF_ERROR(IntInto(n, "max_header_bytes", "server", 256, 1 << 20, &s->max_header_bytes));
@@ -87,7 +87,35 @@ class Parser {
     PL_RETURN_IF_ERROR(DurationInto(n, "read_timeout", "server", &s->read_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", "server", &s->idle_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "shutdown_timeout", "server", &s->shutdown_timeout));
+    PL_RETURN_IF_ERROR(DurationInto(n, "poll_interval", "server", &s->poll_interval));
     return OkStatus();
+  }
+
+  Status ParseS3(const YAML::Node& n, S3Config* s) {
+    PL_RETURN_IF_ERROR(
+        CheckKeys(n, "s3", {"endpoint", "region", "profile", "path_style", "multipart_threshold", "part_size"}));
+    PL_RETURN_IF_ERROR(StringInto(n, "endpoint", "s3", &s->endpoint));
+    PL_RETURN_IF_ERROR(StringInto(n, "region", "s3", &s->region));
+    PL_RETURN_IF_ERROR(StringInto(n, "profile", "s3", &s->profile));
+    if (n["path_style"]) {
+      try {
+        s->path_style = n["path_style"].as<bool>();
+      } catch (const YAML::Exception&) {
+        return Error("s3.path_style", "must be true or false, got '" + n["path_style"].Scalar() + "'");
+      }
+    }
+    if (!s->endpoint.empty() && s->endpoint.rfind("http://", 0) != 0 && s->endpoint.rfind("https://", 0) != 0) {
+      return Error("s3.endpoint", "'" + s->endpoint + "' must start with http:// or https://");
+    }
+    PL_RETURN_IF_ERROR(
+        IntInto(n, "multipart_threshold", "s3", int64_t{5} << 20, int64_t{5} << 40, &s->multipart_threshold));
+    PL_RETURN_IF_ERROR(IntInto(n, "part_size", "s3", int64_t{5} << 20, int64_t{5} << 30, &s->part_size));
+    return OkStatus();
+  }
+
+  Status ParseCache(const YAML::Node& n, CacheConfig* c) {
+    PL_RETURN_IF_ERROR(CheckKeys(n, "cache", {"max_bytes"}));
+    return IntInto(n, "max_bytes", "cache", 1, int64_t{1} << 50, &c->max_bytes);
   }
 
   Status ParseFunction(const std::string& name, const YAML::Node& n, FunctionConfig* f) {
@@ -96,7 +124,7 @@ class Parser {
     if (n.IsNull()) return OkStatus();
     PL_RETURN_IF_ERROR(CheckKeys(n, path,
                                  {"model", "version", "min_instances", "max_instances", "concurrency", "idle_timeout",
-                                  "max_queue", "queue_timeout", "timeout", "routes", "runtime"}));
+                                  "max_queue", "queue_timeout", "timeout", "routes", "runtime", "poll_interval"}));
     if (n["runtime"] && n["runtime"].Scalar() != "onnx") {
       return Error(path + ".runtime", "'" + n["runtime"].Scalar() + "' is not supported yet; use onnx");
     }
@@ -113,6 +141,11 @@ class Parser {
     PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", path, &f->idle_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "queue_timeout", path, &f->queue_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "timeout", path, &f->timeout));
+    if (n["poll_interval"]) {
+      Duration d{};
+      PL_RETURN_IF_ERROR(DurationInto(n, "poll_interval", path, &d));
+      f->poll_interval = d;
+    }
     if (f->timeout <= Duration::zero()) return Error(path + ".timeout", "must be greater than 0");
     if (n["routes"]) {
       const auto& r = n["routes"];
@@ -143,9 +176,12 @@ class Parser {
     }
     if (root.IsNull()) return c;
     try {
-      PL_RETURN_IF_ERROR(CheckKeys(root, "", {"server", "store", "state_dir", "default_function", "functions"}));
+      PL_RETURN_IF_ERROR(
+          CheckKeys(root, "", {"server", "store", "state_dir", "default_function", "functions", "s3", "cache"}));
       if (root["server"]) PL_RETURN_IF_ERROR(ParseServer(root["server"], &c.server));
       PL_RETURN_IF_ERROR(StringInto(root, "store", "", &c.store));
+      if (root["s3"]) PL_RETURN_IF_ERROR(ParseS3(root["s3"], &c.s3));
+      if (root["cache"]) PL_RETURN_IF_ERROR(ParseCache(root["cache"], &c.cache));
       PL_RETURN_IF_ERROR(StringInto(root, "state_dir", "", &c.state_dir));
       PL_RETURN_IF_ERROR(StringInto(root, "default_function", "", &c.default_function));
       if (root["functions"]) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,23 @@ struct ServerConfig {
   Duration read_timeout = std::chrono::seconds(30);      // time to receive a whole request
   Duration idle_timeout = std::chrono::seconds(60);      // keep-alive idle connection
   Duration shutdown_timeout = std::chrono::seconds(30);  // SIGTERM drain limit
+  Duration poll_interval = std::chrono::seconds(2);      // re-check each model's current.json; 0 = never
+};
+
+// The `s3:` block: settings for s3:// stores. Empty fields fall back to the AWS environment
+// variables and the shared ~/.aws files.
+struct S3Config {
+  std::string endpoint;
+  std::string region;
+  std::string profile;
+  std::optional<bool> path_style;
+  uint64_t multipart_threshold = uint64_t{64} << 20;  // upload in parts above this size
+  uint64_t part_size = uint64_t{16} << 20;
+};
+
+// The `cache:` block: the verified cache of model files from remote stores.
+struct CacheConfig {
+  uint64_t max_bytes = uint64_t{10} << 30;  // least recently used unpinned files go above it
 };
 
 struct FunctionConfig {
@@ -38,12 +56,15 @@ struct FunctionConfig {
   Duration queue_timeout = std::chrono::seconds(2);
   Duration timeout = std::chrono::seconds(30);  // one model run
   std::vector<std::string> routes;              // extra POST paths that invoke this function
+  std::optional<Duration> poll_interval;        // overrides server.poll_interval
 };
 
 struct Config {
   ServerConfig server;
   std::string store = "file://./models";
   std::string state_dir = "./.pilotlight";
+  S3Config s3;
+  CacheConfig cache;
   std::string default_function;
   std::map<std::string, FunctionConfig> functions;
   bool functions_listed = false;  // false: serve every model in the store with defaults

@@ -13,6 +13,7 @@ ApiError MapStatus(const Status& s) {
     case StatusCode::kNotFound:
       return {404, "not_found"};
     case StatusCode::kAlreadyExists:
+    case StatusCode::kAborted:
       return {409, "conflict"};
     case StatusCode::kOutOfRange:
       return {413, "payload_too_large"};

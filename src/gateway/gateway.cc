@@ -159,6 +159,16 @@ void Gateway::Handle(Request&& req, Done done) {
     }
     return Invoke(call, pool, doc);
   }
+  constexpr std::string_view kAdminModels = "/admin/models/";
+  if (path.substr(0, kAdminModels.size()) == kAdminModels) {
+    std::string_view rest = path.substr(kAdminModels.size());
+    auto slash = rest.find('/');
+    std::string_view action = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
+    if (action == "promote" || action == "rollback") {
+      if (!post) return wrong_method("POST");
+      return AdminModel(call, std::string(rest.substr(0, slash)), std::string(action));
+    }
+  }
   if (path == "/v1/infer") return post ? Infer(call, query) : wrong_method("POST");
   if (path == "/v1/batch") return post ? Batch(call, query) : wrong_method("POST");
   if (path == "/v1/health") return get ? Health(call, query) : wrong_method("GET");
@@ -396,6 +406,30 @@ void Gateway::Batch(std::shared_ptr<Call> call, std::string_view query) {
   }
 }
 
+void Gateway::AdminModel(std::shared_ptr<Call> call, const std::string& model, const std::string& action) {
+  call->response.log.function = model.substr(0, 128);
+  auto reply = [call](StatusOr<scheduler::ModelChange> r) {
+    if (!r.ok()) return call->Fail(r.status());
+    nlohmann::json fns = nlohmann::json::object();
+    for (const auto& [fn, how] : r->functions) fns[fn] = how;
+    nlohmann::json j = {{"model", r->model},
+                        {"version", r->version},
+                        {"previous", r->previous},
+                        {"swapped", r->all_swapped},
+                        {"functions", fns}};
+    call->response.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    call->Finish();
+  };
+  if (action == "rollback") return scheduler_->Rollback(model, reply);
+  element doc;
+  std::string_view version;
+  if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS || !doc.is_object() ||
+      doc["version"].get(version) != simdjson::SUCCESS) {
+    return call->Fail(400, "invalid_input", "send {\"version\": \"VERSION\"} to promote a version");
+  }
+  scheduler_->Promote(model, std::string(version), reply);
+}
+
 void Gateway::Health(std::shared_ptr<Call> call, std::string_view query) {
   auto names = scheduler_->FunctionNames();
   auto respond = [this, call, names](const std::map<std::string, std::string>& warm_errors) {
@@ -412,6 +446,8 @@ void Gateway::Health(std::shared_ptr<Call> call, std::string_view query) {
                           {"min_instances", pool->options().min_instances},
                           {"max_instances", pool->options().max_instances}};
       if (!s.last_error.empty()) f["last_error"] = s.last_error;
+      if (!s.swapping_to.empty()) f["swapping_to"] = s.swapping_to;
+      if (s.retiring > 0) f["retiring"] = s.retiring;
       auto it = warm_errors.find(n);
       if (it != warm_errors.end()) f["warm_error"] = it->second;
       fns[n] = std::move(f);

@@ -6,6 +6,8 @@
 //   POST /v1/batch                     array of /v1/infer bodies → array of results/errors
 //   GET  /v1/health[?warm=true]        liveness + per-function state (warm: load first)
 //   GET  /metrics                      Prometheus text
+//   POST /admin/models/{name}/promote  {"version": V}: verify, promote, hot-swap every function
+//   POST /admin/models/{name}/rollback serving the model, answer when the swaps are done
 //   POST <route>                       extra routes from a function's `routes:`
 //
 // Handle() never blocks: it answers through `done`, exactly once, possibly on another thread.
@@ -49,6 +51,7 @@ class Gateway {
   void Infer(std::shared_ptr<Call> call, std::string_view query);
   void Batch(std::shared_ptr<Call> call, std::string_view query);
   void Health(std::shared_ptr<Call> call, std::string_view query);
+  void AdminModel(std::shared_ptr<Call> call, const std::string& model, const std::string& action);
   // `doc` is the parse of call->body on this thread's parser, or null when it must be parsed
   // again (the lease arrived on another thread, or later).
   void Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, simdjson::dom::element doc);

@@ -44,7 +44,36 @@ Registry::Registry()
       load_failures_(prometheus::BuildCounter()
                          .Name("pilotlight_load_failures_total")
                          .Help("Instance loads that failed (fetch, integrity or load error).")
+                         .Register(*registry_)),
+      swaps_(prometheus::BuildCounter()
+                 .Name("pilotlight_swaps_total")
+                 .Help("Hot swaps of a function to a newly promoted version.")
+                 .Register(*registry_)),
+      swap_failures_(prometheus::BuildCounter()
+                         .Name("pilotlight_swap_failures_total")
+                         .Help("Promoted versions not switched to: download, verification or load failed.")
                          .Register(*registry_)) {}
+
+prometheus::Counter* Registry::Counter(const std::string& name, const std::string& help,
+                                       const std::map<std::string, std::string>& labels) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto& fam = counters_[name];
+  if (!fam) fam = &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_);
+  return &fam->Add(labels);
+}
+
+prometheus::Gauge* Registry::Gauge(const std::string& name, const std::string& help,
+                                   const std::map<std::string, std::string>& labels) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto& fam = gauges_[name];
+  if (!fam) fam = &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_);
+  return &fam->Add(labels);
+}
+
+void Registry::AddCollectHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> l(hooks_mu_);
+  hooks_.push_back(std::move(hook));
+}
 
 FunctionMetrics* Registry::ForFunction(const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
@@ -64,6 +93,8 @@ FunctionMetrics* Registry::ForFunction(const std::string& name) {
   m->queue_depth = &queue_depth_.Add({{"function", name}});
   m->in_flight = &in_flight_.Add({{"function", name}});
   m->load_failures = &load_failures_.Add({{"function", name}});
+  m->swaps = &swaps_.Add({{"function", name}});
+  m->swap_failures = &swap_failures_.Add({{"function", name}});
   return m;
 }
 
@@ -79,6 +110,10 @@ void FunctionMetrics::CountRequest(int status) {
 }
 
 std::string Registry::Serialize() const {
+  {
+    std::lock_guard<std::mutex> l(hooks_mu_);
+    for (const auto& h : hooks_) h();
+  }
   prometheus::TextSerializer s;
   return s.Serialize(registry_->Collect());
 }

@@ -6,10 +6,12 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -33,6 +35,8 @@ struct FunctionMetrics {
   prometheus::Gauge* queue_depth = nullptr;
   prometheus::Gauge* in_flight = nullptr;
   prometheus::Counter* load_failures = nullptr;
+  prometheus::Counter* swaps = nullptr;          // hot swaps to a new version
+  prometheus::Counter* swap_failures = nullptr;  // versions refused (download, verify or load failed)
 
   // pilotlight_requests_total{function, status}
   void CountRequest(int http_status);
@@ -51,6 +55,15 @@ class Registry {
   // Prometheus text exposition format 0.0.4.
   std::string Serialize() const;
 
+  // Plain metrics for other modules (the store's cache), created on first use; the same name
+  // and labels give the same object.
+  prometheus::Counter* Counter(const std::string& name, const std::string& help,
+                               const std::map<std::string, std::string>& labels = {});
+  prometheus::Gauge* Gauge(const std::string& name, const std::string& help,
+                           const std::map<std::string, std::string>& labels = {});
+  // Runs before every Serialize(): lets owners of plain counts copy them into metrics.
+  void AddCollectHook(std::function<void()> hook);
+
  private:
   friend struct FunctionMetrics;
   std::shared_ptr<prometheus::Registry> registry_;
@@ -62,7 +75,13 @@ class Registry {
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Counter>& load_failures_;
+  prometheus::Family<prometheus::Counter>& swaps_;
+  prometheus::Family<prometheus::Counter>& swap_failures_;
   std::mutex mu_;
+  std::map<std::string, prometheus::Family<prometheus::Counter>*> counters_;  // GUARDED_BY(mu_)
+  std::map<std::string, prometheus::Family<prometheus::Gauge>*> gauges_;      // GUARDED_BY(mu_)
+  mutable std::mutex hooks_mu_;
+  std::vector<std::function<void()>> hooks_;  // GUARDED_BY(hooks_mu_)
   std::map<std::string, std::unique_ptr<FunctionMetrics>> functions_;
 };
 

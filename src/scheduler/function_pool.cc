@@ -16,7 +16,9 @@ struct Slot {
   TimePoint last_used{};
   bool pending_cold = false;  // the next lease reports the cold start that created this slot
   bool first_run_pending = true;
+  bool retiring = false;  // replaced by a newer version; unloaded when its last request ends
   Duration fetch_time{0}, load_time{0};
+  store::CachePin pin;  // keeps the cached model file while loaded
 };
 
 // ---- Lease -----------------------------------------------------------------------------------
@@ -174,7 +176,13 @@ Status CheckSchema(const store::Manifest& m, const runtime::Instance& inst) {
 
 void FunctionPool::DoLoad(bool for_request) {
   TimePoint t0 = clock_->Now();
-  auto resolved = store_->Resolve(options_.model, options_.version);
+  // Scale-out loads the version already serving; a load from cold reads current.json.
+  std::string selector;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    selector = !slots_.empty() && !active_version_.empty() ? active_version_ : options_.version;
+  }
+  auto resolved = store_->Resolve(options_.model, selector);
   Status integrity_error;
   if (!resolved.ok() && resolved.status().code() == StatusCode::kDataLoss) {
     integrity_error = resolved.status();
@@ -214,8 +222,16 @@ void FunctionPool::DoLoad(bool for_request) {
   {
     std::lock_guard<std::mutex> l(mu_);
     loading_--;
+    if (inst.ok() && !slots_.empty() && resolved->manifest.version != active_version_) {
+      // A swap finished while this scale-out load ran: this instance is already outdated.
+      loaders_->Post([dead = std::shared_ptr<runtime::Instance>(std::move(inst).value())]() mutable { dead.reset(); });
+      inst = UnavailableError("outdated");
+      UpdateGaugesLocked();
+      return;
+    }
     if (inst.ok()) {
       auto slot = std::make_shared<Slot>();
+      slot->pin = resolved->pin;
       slot->id = ++next_slot_id_;
       slot->instance = std::move(inst).value();
       slot->manifest = resolved->manifest;
@@ -224,6 +240,7 @@ void FunctionPool::DoLoad(bool for_request) {
       slot->load_time = t2 - t1;
       slot->pending_cold = for_request;
       slots_.push_back(slot);
+      active_version_ = slot->manifest.version;
       last_good_version_ = slot->manifest.version;
       latest_inputs_ = std::make_shared<const std::vector<tensor::TensorSpec>>(slot->instance->inputs());
       last_error_ = integrity_error;
@@ -296,8 +313,18 @@ void FunctionPool::Release(const std::shared_ptr<Slot>& slot) {
     slot->in_flight--;
     in_flight_--;
     slot->last_used = clock_->Now();
+    if (slot->retiring && slot->in_flight == 0) {
+      auto it = std::find(retiring_.begin(), retiring_.end(), slot);
+      if (it != retiring_.end()) {
+        unload = *it;
+        retiring_.erase(it);
+        LogLine(spdlog::level::info, "instance unloaded (replaced)")
+            .Str("function", options_.function)
+            .Str("version", slot->manifest.version);
+      }
+    }
     PumpLocked(ready);
-    if (options_.idle_timeout == Duration::zero() && slot->in_flight == 0 && queue_.empty() &&
+    if (!unload && options_.idle_timeout == Duration::zero() && slot->in_flight == 0 && queue_.empty() &&
         static_cast<int>(slots_.size()) > options_.min_instances) {
       auto it = std::find(slots_.begin(), slots_.end(), slot);
       if (it != slots_.end()) {
@@ -360,7 +387,147 @@ void FunctionPool::BeginDrain() {
 
 bool FunctionPool::Idle() const {
   std::lock_guard<std::mutex> l(mu_);
-  return queue_.empty() && in_flight_ == 0 && loading_ == 0;
+  return queue_.empty() && in_flight_ == 0 && loading_ == 0 && swapping_to_.empty();
+}
+
+bool FunctionPool::Warm() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return !slots_.empty();
+}
+
+void FunctionPool::OnCurrentVersion(const std::string& version) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (Pinned() || draining_ || slots_.empty() || version.empty()) return;
+  if (version == active_version_ || version == swapping_to_ || !swapping_to_.empty()) return;
+  if (version == failed_version_ && clock_->Now() < failed_retry_at_) return;
+  StartSwapLocked(version);
+}
+
+void FunctionPool::SwapTo(const std::string& version, std::function<void(Status)> done) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (Pinned() || slots_.empty() || version == active_version_) {
+    l.unlock();
+    done(OkStatus());
+    return;
+  }
+  if (draining_) {
+    l.unlock();
+    done(UnavailableError("the server is shutting down"));
+    return;
+  }
+  swap_waiters_.emplace_back(version, std::move(done));
+  if (swapping_to_ != version) {
+    if (swapping_to_.empty()) {
+      StartSwapLocked(version);
+    }
+    // else: the swap in progress finishes first; DoSwap then starts this one.
+  }
+}
+
+void FunctionPool::StartSwapLocked(const std::string& version) {
+  swapping_to_ = version;
+  int count = std::clamp(static_cast<int>(slots_.size()), 1, options_.max_instances);
+  LogLine(spdlog::level::info, "version swap started")
+      .Str("function", options_.function)
+      .Str("from", active_version_)
+      .Str("to", version)
+      .Int("instances", count);
+  loaders_->Post([this, version, count] { DoSwap(version, count); });
+}
+
+void FunctionPool::DoSwap(std::string version, int count) {
+  TimePoint t0 = clock_->Now();
+  auto resolved = store_->Resolve(options_.model, version);
+  TimePoint t1 = clock_->Now();
+  std::vector<std::unique_ptr<runtime::Instance>> loaded;
+  Status st = resolved.status();
+  for (int i = 0; st.ok() && i < count; ++i) {
+    auto inst = runtime_->Load({options_.function, resolved->local_path});
+    if (inst.ok()) {
+      Status schema = CheckSchema(resolved->manifest, **inst);
+      if (!schema.ok()) inst = schema;
+    }
+    if (!inst.ok()) {
+      st = inst.status();
+      break;
+    }
+    loaded.push_back(std::move(inst).value());
+  }
+  TimePoint t2 = clock_->Now();
+
+  Ready ready;
+  std::vector<std::pair<std::function<void(Status)>, Status>> done;
+  std::vector<std::shared_ptr<Slot>> unload;
+  std::string next_swap;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    std::string from = active_version_;
+    swapping_to_.clear();
+    if (st.ok() && draining_) st = UnavailableError("the server is shutting down");
+    if (st.ok()) {
+      for (auto& s : slots_) {
+        s->retiring = true;
+        if (s->in_flight == 0) {
+          unload.push_back(s);
+        } else {
+          retiring_.push_back(s);
+        }
+      }
+      slots_.clear();
+      for (auto& inst : loaded) {
+        auto slot = std::make_shared<Slot>();
+        slot->id = ++next_slot_id_;
+        slot->instance = std::move(inst);
+        slot->manifest = resolved->manifest;
+        slot->pin = resolved->pin;
+        slot->last_used = t2;
+        slots_.push_back(slot);
+      }
+      active_version_ = version;
+      last_good_version_ = version;
+      failed_version_.clear();
+      latest_inputs_ = std::make_shared<const std::vector<tensor::TensorSpec>>(slots_.front()->instance->inputs());
+      last_error_ = OkStatus();
+      metrics_->swaps->Increment();
+      metrics_->init_fetch->Observe(ToSeconds(t1 - t0));
+      metrics_->init_load->Observe(ToSeconds(t2 - t1));
+      LogLine(spdlog::level::info, "version swapped")
+          .Str("function", options_.function)
+          .Str("from", from)
+          .Str("to", version)
+          .Num("fetch_ms", ToMillis(t1 - t0))
+          .Num("load_ms", ToMillis(t2 - t1))
+          .Int("draining_old", static_cast<int64_t>(retiring_.size()));
+      PumpLocked(ready);
+    } else {
+      failed_version_ = version;
+      failed_retry_at_ = t2 + options_.swap_retry;
+      last_error_ = st;
+      metrics_->swap_failures->Increment();
+      LogLine(spdlog::level::err, "version swap failed; the previous version stays in service")
+          .Str("function", options_.function)
+          .Str("serving", from)
+          .Str("refused", version)
+          .Str("error", st.ToString());
+    }
+    // Callers waiting for this version get the result; callers waiting for another one start
+    // the next swap.
+    for (auto it = swap_waiters_.begin(); it != swap_waiters_.end();) {
+      if (it->first == version || it->first == active_version_) {
+        done.emplace_back(std::move(it->second), it->first == active_version_ ? OkStatus() : st);
+        it = swap_waiters_.erase(it);
+      } else {
+        next_swap = it->first;
+        ++it;
+      }
+    }
+    if (!next_swap.empty() && !draining_) StartSwapLocked(next_swap);
+    UpdateGaugesLocked();
+  }
+  if (!st.ok()) loaded.clear();
+  if (!unload.empty()) loaders_->Post([unload]() mutable { unload.clear(); });
+  for (auto& [fn, result] : done) fn(result);
+  Deliver(ready, true);
 }
 
 void FunctionPool::UpdateGaugesLocked() {
@@ -381,7 +548,9 @@ PoolSnapshot FunctionPool::Snapshot() const {
   s.instances = static_cast<int>(slots_.size());
   s.loading = loading_;
   s.state = !slots_.empty() ? "warm" : loading_ > 0 ? "loading" : "cold";
-  s.version = last_good_version_;  // the version most recently loaded
+  s.version = !active_version_.empty() ? active_version_ : last_good_version_;
+  s.swapping_to = swapping_to_;
+  s.retiring = static_cast<int>(retiring_.size());
   s.queue_depth = static_cast<int>(queue_.size());
   s.in_flight = in_flight_;
   if (!last_error_.ok()) s.last_error = last_error_.ToString();

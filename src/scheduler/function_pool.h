@@ -54,6 +54,11 @@ struct PoolOptions {
   // Requests run on the caller's (I/O) thread while the function's typical run is shorter
   // than this; slower functions run on worker threads so I/O threads stay responsive.
   Duration inline_run_limit = std::chrono::microseconds(500);
+  // How often the scheduler re-reads current.json for this function (0: never). Pinned
+  // versions are never polled.
+  Duration poll_interval = std::chrono::seconds(2);
+  // After a failed swap, the same version is tried again no sooner than this.
+  Duration swap_retry = std::chrono::seconds(30);
 };
 
 struct Slot;
@@ -97,6 +102,8 @@ using AcquireCallback = std::function<void(StatusOr<Lease>)>;
 struct PoolSnapshot {
   std::string state;  // cold | loading | warm
   std::string version;
+  std::string swapping_to;  // version being loaded for a hot swap
+  int retiring = 0;         // instances of the previous version still finishing requests
   int instances = 0;
   int loading = 0;
   int queue_depth = 0;
@@ -121,6 +128,18 @@ class FunctionPool {
   // pool, and (re)starts loads to reach min_instances.
   void Tick();
 
+  // Hot swap. The store's current version is now `version`: when warm on another version, load
+  // it in the background, switch new requests to it atomically, let in-flight requests finish
+  // on the old instances, then unload them. A version that fails to load is not switched to
+  // (counted in swap_failures) and is retried no sooner than swap_retry. Cold pools do nothing
+  // (their next load reads current.json). Ignored for pinned versions.
+  void OnCurrentVersion(const std::string& version);
+  // The same, now, ignoring the retry delay; `done` gets OK when `version` serves new requests
+  // (or the pool is cold), or the swap's error.
+  void SwapTo(const std::string& version, std::function<void(Status)> done);
+  bool Warm() const;
+  bool Pinned() const { return options_.version != "current"; }
+
   // Refuses new requests (Unavailable); queued and in-flight ones complete.
   void BeginDrain();
   bool Idle() const;  // nothing queued, in flight or loading
@@ -144,6 +163,8 @@ class FunctionPool {
   void Release(const std::shared_ptr<Slot>& slot);
   void StartLoadLocked(bool for_request);  // requires mu_
   void DoLoad(bool for_request);
+  void StartSwapLocked(const std::string& version);  // requires mu_
+  void DoSwap(std::string version, int count);
   void PumpLocked(Ready& ready);  // requires mu_
   Lease MakeLeaseLocked(const std::shared_ptr<Slot>& slot, TimePoint enqueued, bool queued);
   std::shared_ptr<Slot> FreeSlotLocked();
@@ -159,15 +180,21 @@ class FunctionPool {
   ThreadPool* const loaders_;
 
   mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Slot>> slots_;                              // GUARDED_BY(mu_) warm instances
-  std::deque<Waiter> queue_;                                              // GUARDED_BY(mu_)
-  int loading_ = 0;                                                       // GUARDED_BY(mu_)
-  int in_flight_ = 0;                                                     // GUARDED_BY(mu_)
-  bool draining_ = false;                                                 // GUARDED_BY(mu_)
-  std::string last_good_version_;                                         // GUARDED_BY(mu_)
-  std::shared_ptr<const std::vector<tensor::TensorSpec>> latest_inputs_;  // GUARDED_BY(mu_)
-  Status last_error_;                                                     // GUARDED_BY(mu_)
-  TimePoint retry_after_{};                                               // GUARDED_BY(mu_) min-instances retry backoff
+  std::vector<std::shared_ptr<Slot>> slots_;     // GUARDED_BY(mu_) warm instances
+  std::vector<std::shared_ptr<Slot>> retiring_;  // GUARDED_BY(mu_) old version, draining
+  std::string active_version_;                   // GUARDED_BY(mu_) version of slots_
+  std::string swapping_to_;                      // GUARDED_BY(mu_)
+  std::string failed_version_;                   // GUARDED_BY(mu_)
+  TimePoint failed_retry_at_{};                  // GUARDED_BY(mu_)
+  std::vector<std::pair<std::string, std::function<void(Status)>>> swap_waiters_;  // GUARDED_BY(mu_)
+  std::deque<Waiter> queue_;                                                       // GUARDED_BY(mu_)
+  int loading_ = 0;                                                                // GUARDED_BY(mu_)
+  int in_flight_ = 0;                                                              // GUARDED_BY(mu_)
+  bool draining_ = false;                                                          // GUARDED_BY(mu_)
+  std::string last_good_version_;                                                  // GUARDED_BY(mu_)
+  std::shared_ptr<const std::vector<tensor::TensorSpec>> latest_inputs_;           // GUARDED_BY(mu_)
+  Status last_error_;                                                              // GUARDED_BY(mu_)
+  TimePoint retry_after_{};  // GUARDED_BY(mu_) min-instances retry backoff
   Duration retry_backoff_{std::chrono::milliseconds(500)};
   std::vector<std::function<void(Status)>> warm_waiters_;  // GUARDED_BY(mu_)
   uint64_t next_slot_id_ = 0;                              // GUARDED_BY(mu_)

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 
+#include "common/logging.h"
+
 namespace pilotlight::scheduler {
 
-PoolOptions PoolOptionsFromConfig(const config::FunctionConfig& f) {
+PoolOptions PoolOptionsFromConfig(const config::FunctionConfig& f, Duration default_poll_interval) {
   PoolOptions o;
+  o.poll_interval = f.poll_interval.value_or(default_poll_interval);
   o.function = f.name;
   o.model = f.model.empty() ? f.name : f.model;
   o.version = f.version;
@@ -26,6 +29,7 @@ Scheduler::Scheduler(SchedulerOptions options, store::ModelStore* store, runtime
                                             : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()));
   workers_ = std::make_unique<ThreadPool>(workers);
   loaders_ = std::make_unique<ThreadPool>(std::max(1, options_.loader_threads));
+  admin_ = std::make_unique<ThreadPool>(1);
 }
 
 Scheduler::~Scheduler() {
@@ -35,6 +39,8 @@ Scheduler::~Scheduler() {
   }
   tick_cv_.notify_all();
   if (housekeeping_.joinable()) housekeeping_.join();
+  if (watcher_.joinable()) watcher_.join();
+  admin_->Shutdown();
   // Finish queued work and loads before the pools (and their instances) go away. Workers and
   // loaders post to each other; a post to a pool already shut down runs inline.
   workers_->Shutdown();
@@ -57,7 +63,7 @@ FunctionPool* Scheduler::Find(const std::string& name) {
   }
   if (!options_.auto_functions || !store::ValidateName(name, "function").ok()) return nullptr;
   if (!store_->ReadCurrent(name).ok()) return nullptr;
-  AddFunction(PoolOptionsFromConfig(config::DefaultFunction(name)));
+  AddFunction(PoolOptionsFromConfig(config::DefaultFunction(name), options_.default_poll_interval));
   std::lock_guard<std::mutex> l(mu_);
   return pools_[name].get();
 }
@@ -71,7 +77,123 @@ std::vector<std::string> Scheduler::FunctionNames() const {
 
 void Scheduler::Start() {
   TickAll();  // starts min_instances loads
-  if (options_.start_housekeeping) housekeeping_ = std::thread([this] { Housekeeping(); });
+  if (options_.start_housekeeping) {
+    housekeeping_ = std::thread([this] { Housekeeping(); });
+    watcher_ = std::thread([this] { Watch(); });
+  }
+}
+
+void Scheduler::Watch() {
+  std::unique_lock<std::mutex> l(tick_mu_);
+  while (!stop_) {
+    tick_cv_.wait_for(l, std::chrono::milliseconds(50));
+    if (stop_) break;
+    l.unlock();
+    PollAll(false);
+    l.lock();
+  }
+}
+
+void Scheduler::PollAll(bool force) {
+  std::vector<FunctionPool*> pools;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [n, p] : pools_) pools.push_back(p.get());
+  }
+  TimePoint now = clock_->Now();
+  std::map<std::string, std::string> current;  // model → version, read once per model per pass
+  for (auto* p : pools) {
+    const PoolOptions& o = p->options();
+    if (p->Pinned() || !p->Warm() || (!force && o.poll_interval <= Duration::zero())) continue;
+    {
+      std::lock_guard<std::mutex> l(poll_mu_);
+      TimePoint& next = next_poll_[o.function];
+      if (!force && now < next) continue;
+      next = now + o.poll_interval;
+    }
+    auto it = current.find(o.model);
+    if (it == current.end()) {
+      auto cur = store_->ReadCurrent(o.model);
+      if (!cur.ok()) {
+        LogLine(spdlog::level::warn, "cannot read current.json; still serving the loaded version")
+            .Str("function", o.function)
+            .Str("error", cur.status().ToString());
+        current[o.model] = "";
+        continue;
+      }
+      it = current.emplace(o.model, cur->version).first;
+    }
+    p->OnCurrentVersion(it->second);
+  }
+}
+
+void Scheduler::SwapAll(ModelChange change, std::function<void(StatusOr<ModelChange>)> done) {
+  std::vector<FunctionPool*> pools;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [n, p] : pools_) {
+      if (p->options().model == change.model) pools.push_back(p.get());
+    }
+  }
+  struct Join {
+    std::mutex mu;
+    ModelChange change;
+    size_t left = 0;
+    std::function<void(StatusOr<ModelChange>)> done;
+  };
+  auto join = std::make_shared<Join>();
+  join->change = std::move(change);
+  join->left = pools.size();
+  join->done = std::move(done);
+  if (pools.empty()) {
+    join->done(std::move(join->change));
+    return;
+  }
+  for (auto* p : pools) {
+    std::string name = p->options().function;
+    std::string how = p->Pinned() ? "pinned" : p->Warm() ? "swapped" : "cold";
+    p->SwapTo(join->change.version, [join, name, how](Status st) {
+      std::unique_lock<std::mutex> l(join->mu);
+      join->change.functions.emplace_back(name, st.ok() ? how : st.ToString());
+      if (!st.ok()) join->change.all_swapped = false;
+      if (--join->left == 0) {
+        l.unlock();
+        std::sort(join->change.functions.begin(), join->change.functions.end());
+        join->done(std::move(join->change));
+      }
+    });
+  }
+}
+
+void Scheduler::Promote(const std::string& model, const std::string& version,
+                        std::function<void(StatusOr<ModelChange>)> done) {
+  admin_->Post([this, model, version, done = std::move(done)]() mutable {
+    auto r = store_->Promote(model, version);
+    if (!r.ok()) {
+      done(r.status());
+      return;
+    }
+    LogLine(spdlog::level::info, "model promoted")
+        .Str("model", model)
+        .Str("version", version)
+        .Str("previous", r->previous);
+    SwapAll(ModelChange{model, r->version, r->previous, {}, true}, std::move(done));
+  });
+}
+
+void Scheduler::Rollback(const std::string& model, std::function<void(StatusOr<ModelChange>)> done) {
+  admin_->Post([this, model, done = std::move(done)]() mutable {
+    auto r = store_->Rollback(model);
+    if (!r.ok()) {
+      done(r.status());
+      return;
+    }
+    LogLine(spdlog::level::info, "model rolled back")
+        .Str("model", model)
+        .Str("version", r->version)
+        .Str("previous", r->previous);
+    SwapAll(ModelChange{model, r->version, r->previous, {}, true}, std::move(done));
+  });
 }
 
 void Scheduler::TickAll() {

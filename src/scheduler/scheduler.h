@@ -23,11 +23,24 @@ struct SchedulerOptions {
   int loader_threads = 2;
   Duration tick_interval = std::chrono::milliseconds(10);
   bool auto_functions = false;     // serve any model in the store under its own name
-  bool start_housekeeping = true;  // tests drive Tick() by hand with a fake clock
+  bool start_housekeeping = true;  // tests drive Tick() and PollAll() by hand with a fake clock
+  Duration default_poll_interval = std::chrono::seconds(2);  // for functions without their own
 };
 
 // Builds pool options from a function's config entry.
-PoolOptions PoolOptionsFromConfig(const config::FunctionConfig& f);
+PoolOptions PoolOptionsFromConfig(const config::FunctionConfig& f,
+                                  Duration default_poll_interval = std::chrono::seconds(2));
+
+// The outcome of a promote or rollback through the server.
+struct ModelChange {
+  std::string model;
+  std::string version;
+  std::string previous;
+  // Per function serving the model: "swapped", "cold" (nothing loaded; the next request loads
+  // the new version), "pinned" (serves a fixed version) or the swap's error.
+  std::vector<std::pair<std::string, std::string>> functions;
+  bool all_swapped = true;
+};
 
 class Scheduler {
  public:
@@ -46,8 +59,19 @@ class Scheduler {
   void BeginDrain();
   bool Idle() const;
 
+  // Re-reads current.json of every warm function whose poll interval has passed (conditional
+  // requests: an unchanged pointer costs a 304) and starts hot swaps. `force`: ignore intervals.
+  void PollAll(bool force = false);
+
+  // Promote/rollback in the store (verified, compare-and-swap), then swap every function serving
+  // the model at once; `done` runs on a background thread when all swaps ended.
+  void Promote(const std::string& model, const std::string& version, std::function<void(StatusOr<ModelChange>)> done);
+  void Rollback(const std::string& model, std::function<void(StatusOr<ModelChange>)> done);
+
  private:
   void Housekeeping();
+  void Watch();
+  void SwapAll(ModelChange change, std::function<void(StatusOr<ModelChange>)> done);
 
   const SchedulerOptions options_;
   store::ModelStore* const store_;
@@ -56,12 +80,16 @@ class Scheduler {
   Clock* const clock_;
   std::unique_ptr<ThreadPool> workers_;
   std::unique_ptr<ThreadPool> loaders_;
+  std::unique_ptr<ThreadPool> admin_;  // promote/rollback (store I/O, verification)
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<FunctionPool>> pools_;  // GUARDED_BY(mu_); never erased
   std::mutex tick_mu_;
   std::condition_variable tick_cv_;
   bool stop_ = false;
   std::thread housekeeping_;
+  std::thread watcher_;
+  std::mutex poll_mu_;
+  std::map<std::string, TimePoint> next_poll_;  // GUARDED_BY(poll_mu_) by function
 };
 
 }  // namespace pilotlight::scheduler

@@ -26,6 +26,17 @@ sigset_t StopSignals() {
 }
 }  // namespace
 
+store::S3Settings ToS3Settings(const config::S3Config& c) {
+  store::S3Settings s;
+  s.endpoint = c.endpoint;
+  s.region = c.region;
+  s.profile = c.profile;
+  s.path_style = c.path_style;
+  s.multipart_threshold = c.multipart_threshold;
+  s.part_size = c.part_size;
+  return s;
+}
+
 void BlockStopSignals() {
   sigset_t s = StopSignals();
   pthread_sigmask(SIG_BLOCK, &s, nullptr);
@@ -37,25 +48,52 @@ int Serve(const config::Config& cfg) {
   sigset_t stop_signals = StopSignals();
   std::signal(SIGPIPE, SIG_IGN);
 
-  auto blobs = store::OpenBlobStore(cfg.store);
+  auto blobs = store::OpenBlobStore(cfg.store, ToS3Settings(cfg.s3));
   if (!blobs.ok()) {
     LogLine(spdlog::level::err, "cannot open the model store").Str("error", blobs.status().message());
     return 2;
   }
-  store::ModelStore store(std::move(blobs).value());
   std::error_code ec;
   std::filesystem::create_directories(cfg.state_dir, ec);
+  store::ModelStore store(std::move(blobs).value(), store::StoreOptions{cfg.state_dir + "/cache", cfg.cache.max_bytes});
 
   runtime::OrtRuntime runtime(runtime::OrtRuntime::Options{.intra_op_threads = cfg.server.intra_op_threads});
   metrics::Registry metrics;
+  if (store.remote()) {
+    auto* cache = store.cache();
+    auto* hits = metrics.Counter("pilotlight_model_cache_hits_total", "Model files served from the verified cache.");
+    auto* misses =
+        metrics.Counter("pilotlight_model_cache_misses_total", "Model files downloaded into the verified cache.");
+    auto* evictions =
+        metrics.Counter("pilotlight_model_cache_evictions_total", "Model files evicted (least recently used).");
+    auto* downloaded = metrics.Counter("pilotlight_model_download_bytes_total", "Bytes downloaded from the store.");
+    auto* bytes = metrics.Gauge("pilotlight_model_cache_bytes", "Bytes in the verified model cache.");
+    auto* files = metrics.Gauge("pilotlight_model_cache_files", "Files in the verified model cache.");
+    auto* cap = metrics.Gauge("pilotlight_model_cache_max_bytes", "Configured cache size cap (cache.max_bytes).");
+    cap->Set(static_cast<double>(cfg.cache.max_bytes));
+    metrics.AddCollectHook([=] {
+      store::CacheStats s = cache->Stats();
+      // Counters only go up: add what changed since the last scrape.
+      auto bump = [](prometheus::Counter* c, uint64_t v) {
+        if (static_cast<double>(v) > c->Value()) c->Increment(static_cast<double>(v) - c->Value());
+      };
+      bump(hits, s.hits);
+      bump(misses, s.misses);
+      bump(evictions, s.evictions);
+      bump(downloaded, s.downloaded_bytes);
+      bytes->Set(static_cast<double>(s.bytes));
+      files->Set(static_cast<double>(s.files));
+    });
+  }
   scheduler::SchedulerOptions sopts;
   sopts.auto_functions = !cfg.functions_listed;
+  sopts.default_poll_interval = cfg.server.poll_interval;
   auto sched = std::make_unique<scheduler::Scheduler>(sopts, &store, &runtime, &metrics, SystemClock::Default());
 
   std::vector<std::string> names;
   if (cfg.functions_listed) {
     for (const auto& [name, f] : cfg.functions) {
-      sched->AddFunction(scheduler::PoolOptionsFromConfig(f));
+      sched->AddFunction(scheduler::PoolOptionsFromConfig(f, cfg.server.poll_interval));
       names.push_back(name);
     }
   } else {
@@ -63,7 +101,7 @@ int Serve(const config::Config& cfg) {
     if (models.ok()) {
       for (const auto& m : *models) {
         if (!store.ReadCurrent(m).ok()) continue;
-        sched->AddFunction(scheduler::PoolOptionsFromConfig(config::DefaultFunction(m)));
+        sched->AddFunction(scheduler::PoolOptionsFromConfig(config::DefaultFunction(m), cfg.server.poll_interval));
         names.push_back(m);
       }
     }

@@ -5,8 +5,12 @@
 #pragma once
 
 #include "config/config.h"
+#include "store/s3_client.h"
 
 namespace pilotlight::server {
+
+// The config's `s3:` block as the store module's settings.
+store::S3Settings ToS3Settings(const config::S3Config& c);
 
 // Blocks SIGTERM/SIGINT in the calling thread, so threads started afterwards inherit the mask
 // and Serve() can sigwait for them. Call before starting any thread (e.g. the logger's).

@@ -24,7 +24,11 @@ std::vector<TensorInfo> TensorsFromJson(const json& arr) {
 
 std::string ManifestToJson(const Manifest& m) {
   json files = json::array();
-  for (const auto& f : m.files) files.push_back({{"path", f.path}, {"sha256", f.sha256}, {"size", f.size_bytes}});
+  for (const auto& f : m.files) {
+    json e = {{"path", f.path}, {"sha256", f.sha256}, {"size", f.size_bytes}};
+    if (!f.url.empty()) e["url"] = f.url;
+    files.push_back(e);
+  }
   json j = {{"name", m.name},
             {"version", m.version},
             {"framework", m.framework},
@@ -44,8 +48,8 @@ StatusOr<Manifest> ManifestFromJson(std::string_view text) {
     m.framework = j.value("framework", "onnx");
     m.created_at = j.value("created_at", "");
     for (const auto& f : j.at("files")) {
-      m.files.push_back(
-          {f.at("path").get<std::string>(), f.at("sha256").get<std::string>(), f.at("size").get<uint64_t>()});
+      m.files.push_back({f.at("path").get<std::string>(), f.at("sha256").get<std::string>(),
+                         f.at("size").get<uint64_t>(), f.value("url", "")});
     }
     if (j.contains("inputs")) m.inputs = TensorsFromJson(j["inputs"]);
     if (j.contains("outputs")) m.outputs = TensorsFromJson(j["outputs"]);
@@ -53,6 +57,9 @@ StatusOr<Manifest> ManifestFromJson(std::string_view text) {
     for (const auto& f : m.files) {
       if (f.path.empty() || f.path.find("..") != std::string::npos || f.path.front() == '/') {
         return DataLossError("manifest file path '" + f.path + "' escapes the version folder");
+      }
+      if (!f.url.empty() && f.url.rfind("https://", 0) != 0 && f.url.rfind("http://", 0) != 0) {
+        return DataLossError("manifest file url '" + f.url + "' must be http:// or https://");
       }
     }
     return m;

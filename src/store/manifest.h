@@ -14,6 +14,9 @@ struct FileEntry {
   std::string path;    // relative to the version folder, e.g. "model.onnx"
   std::string sha256;  // lowercase hex
   uint64_t size_bytes = 0;
+  // Optional: fetch the file from this http(s) URL (a presigned URL, a web server) instead of
+  // the version folder. The sha256 is checked all the same.
+  std::string url;
 };
 
 struct TensorInfo {
@@ -42,7 +45,7 @@ struct HistoryEntry {
 
 struct CurrentPointer {
   std::string version;
-  std::string sha256;  // of the version's model file, so a reader can tell a stale cache
+  std::string sha256;  // of the version's manifest.json bytes, so a reader can tell a stale or swapped manifest
   std::string promoted_at;
   std::vector<HistoryEntry> history;  // earlier promotions, oldest first
 };

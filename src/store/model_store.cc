@@ -9,6 +9,7 @@
 #include <cctype>
 #include <filesystem>
 
+#include "common/logging.h"
 #include "common/sha256.h"
 
 namespace pilotlight::store {
@@ -17,29 +18,6 @@ namespace {
 std::string VersionDir(const std::string& name, const std::string& version) { return name + "/versions/" + version; }
 
 }  // namespace
-
-// Serialises read-modify-write of current.json across processes (advisory lock next to it).
-class PointerLock {
- public:
-  explicit PointerLock(const std::string& path) {
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ >= 0) ::flock(fd_, LOCK_EX);
-  }
-  ~PointerLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
- private:
-  int fd_ = -1;
-};
-
-std::unique_ptr<PointerLock> ModelStore::LockPointer(const std::string& name) {
-  std::string where = blobs_->Describe();
-  if (where.rfind("file://", 0) != 0) return nullptr;  // object stores use conditional writes instead
-  return std::make_unique<PointerLock>(where.substr(7) + "/" + name + "/.lock");
-}
 
 bool VersionLess(const std::string& a, const std::string& b) {
   size_t i = 0, j = 0;
@@ -64,7 +42,39 @@ bool VersionLess(const std::string& a, const std::string& b) {
   return a.size() - i < b.size() - j;
 }
 
-ModelStore::ModelStore(std::unique_ptr<BlobStore> blobs) : blobs_(std::move(blobs)) {}
+ModelStore::ModelStore(std::unique_ptr<BlobStore> blobs, StoreOptions options)
+    : blobs_(std::move(blobs)), options_(std::move(options)), remote_(!blobs_->LocalPath("x").has_value()) {
+  if (options_.cache_dir.empty()) options_.cache_dir = "./.pilotlight/cache";
+  if (remote_) cache();  // clean up interrupted downloads and apply the size cap now
+}
+
+BlobCache* ModelStore::cache() {
+  std::call_once(cache_once_, [this] {
+    cache_ = std::make_unique<BlobCache>(CacheOptions{options_.cache_dir, options_.cache_max_bytes});
+  });
+  return cache_.get();
+}
+
+StatusOr<ModelStore::Doc> ModelStore::ReadDoc(const std::string& key) {
+  std::string etag;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (auto it = docs_.find(key); it != docs_.end()) etag = it->second.etag;
+  }
+  auto r = blobs_->Read(key, etag);
+  std::lock_guard<std::mutex> l(mu_);
+  if (!r.ok()) {
+    docs_.erase(key);
+    return r.status();
+  }
+  if (r->not_modified) {
+    if (auto it = docs_.find(key); it != docs_.end()) return it->second;
+    return UnavailableError(Describe() + "/" + key + " answered 'not modified' to an unknown ETag; retry");
+  }
+  Doc d{std::move(r->data), std::move(r->etag)};
+  if (d.data.size() <= (1u << 20)) docs_[key] = d;
+  return d;
+}
 
 StatusOr<std::vector<std::string>> ModelStore::ListModels() {
   PL_ASSIGN_OR_RETURN(auto names, blobs_->ListChildren(""));
@@ -80,43 +90,49 @@ StatusOr<std::vector<std::string>> ModelStore::ListVersions(const std::string& n
   PL_ASSIGN_OR_RETURN(auto vs, blobs_->ListChildren(name + "/versions"));
   std::vector<std::string> out;
   for (auto& v : vs) {
-    if (blobs_->Exists(VersionDir(name, v) + "/manifest.json")) out.push_back(v);
+    if (ValidateName(v, "version").ok() && blobs_->Exists(VersionDir(name, v) + "/manifest.json")) out.push_back(v);
   }
   std::sort(out.begin(), out.end(), VersionLess);
   return out;
 }
 
-StatusOr<CurrentPointer> ModelStore::ReadCurrent(const std::string& name) {
+StatusOr<CurrentState> ModelStore::ReadCurrentState(const std::string& name) {
   PL_RETURN_IF_ERROR(ValidateName(name, "model name"));
-  auto text = blobs_->Read(name + "/current.json");
-  if (!text.ok()) {
-    if (text.status().code() == StatusCode::kNotFound) {
+  auto doc = ReadDoc(name + "/current.json");
+  if (!doc.ok()) {
+    if (doc.status().code() == StatusCode::kNotFound) {
       if (!blobs_->Exists(name + "/versions")) {
         return NotFoundError("model '" + name + "' is not in the store " + blobs_->Describe());
       }
       return NotFoundError("model '" + name + "' has no promoted version: run `pilotlight model promote " + name +
                            " VERSION`");
     }
-    return text.status();
+    return doc.status();
   }
-  return CurrentFromJson(*text);
+  PL_ASSIGN_OR_RETURN(CurrentPointer p, CurrentFromJson(doc->data));
+  return CurrentState{std::move(p), doc->etag};
+}
+
+StatusOr<CurrentPointer> ModelStore::ReadCurrent(const std::string& name) {
+  PL_ASSIGN_OR_RETURN(CurrentState s, ReadCurrentState(name));
+  return std::move(s.pointer);
 }
 
 StatusOr<Manifest> ModelStore::ReadManifest(const std::string& name, const std::string& version) {
   PL_RETURN_IF_ERROR(ValidateName(name, "model name"));
   PL_RETURN_IF_ERROR(ValidateName(version, "version"));
-  auto text = blobs_->Read(VersionDir(name, version) + "/manifest.json");
-  if (!text.ok()) {
-    if (text.status().code() == StatusCode::kNotFound) {
+  auto doc = ReadDoc(VersionDir(name, version) + "/manifest.json");
+  if (!doc.ok()) {
+    if (doc.status().code() == StatusCode::kNotFound) {
       return NotFoundError("model '" + name + "' has no version '" + version + "' in " + blobs_->Describe());
     }
-    return text.status();
+    return doc.status();
   }
-  return ManifestFromJson(*text);
+  return ManifestFromJson(doc->data);
 }
 
 StatusOr<Manifest> ModelStore::PushVersion(const std::string& name, const std::string& version,
-                                           const std::string& local_file, Manifest schema) {
+                                           const std::string& local_file, Manifest schema, const ProgressFn& progress) {
   PL_RETURN_IF_ERROR(ValidateName(name, "model name"));
   PL_RETURN_IF_ERROR(ValidateName(version, "version"));
   std::string dir = VersionDir(name, version);
@@ -128,50 +144,109 @@ StatusOr<Manifest> ModelStore::PushVersion(const std::string& name, const std::s
   std::error_code ec;
   uint64_t size = std::filesystem::file_size(local_file, ec);
   if (ec) return NotFoundError("cannot read " + local_file + ": " + ec.message());
-  PL_RETURN_IF_ERROR(blobs_->Upload(dir + "/model.onnx", local_file));
+  PL_RETURN_IF_ERROR(blobs_->Upload(dir + "/model.onnx", local_file, progress));
   schema.name = name;
   schema.version = version;
   schema.created_at = NowRfc3339();
-  schema.files = {{"model.onnx", sha, size}};
-  // The manifest is written last: a version without one is invisible (an interrupted push).
-  PL_RETURN_IF_ERROR(blobs_->Write(dir + "/manifest.json", ManifestToJson(schema)));
+  schema.files = {{"model.onnx", sha, size, ""}};
+  // The manifest is written last, create-only: a version without one is invisible (an
+  // interrupted push), and two pushes of the same version cannot both win.
+  auto written =
+      blobs_->Write(dir + "/manifest.json", ManifestToJson(schema), WriteCondition{.if_match = "", .if_absent = true});
+  if (!written.ok() && written.status().code() == StatusCode::kAborted) {
+    return AlreadyExistsError("model '" + name + "' version '" + version + "' was pushed concurrently by someone else");
+  }
+  PL_RETURN_IF_ERROR(written.status());
   return schema;
 }
 
-Status ModelStore::Promote(const std::string& name, const std::string& version) {
-  PL_ASSIGN_OR_RETURN(Manifest m, ReadManifest(name, version));
-  auto lock = LockPointer(name);
+StatusOr<PromoteResult> ModelStore::WritePointer(const std::string& name, const std::string& version,
+                                                 const std::optional<std::string>& expected_etag, CurrentPointer next,
+                                                 const std::string& previous) {
+  WriteCondition cond;
+  if (expected_etag) {
+    cond.if_match = *expected_etag;
+  } else {
+    cond.if_absent = true;
+  }
+  auto written = blobs_->Write(name + "/current.json", CurrentToJson(next), cond);
+  if (!written.ok()) {
+    if (written.status().code() == StatusCode::kAborted) {
+      std::string now = "another version";
+      if (auto raw = blobs_->Read(name + "/current.json"); raw.ok()) {
+        if (auto p = CurrentFromJson(raw->data); p.ok()) now = "'" + p->version + "'";
+      }
+      return AbortedError("current.json of model '" + name + "' changed while this command ran (it now points at " +
+                          now +
+                          "): another promote or rollback won. Nothing was overwritten; check `pilotlight "
+                          "model versions " +
+                          name + "` and run the command again if still wanted");
+    }
+    return written.status();
+  }
+  return PromoteResult{version, previous};
+}
+
+StatusOr<PromoteResult> ModelStore::Promote(const std::string& name, const std::string& version, bool verify) {
+  PL_RETURN_IF_ERROR(ValidateName(name, "model name"));
+  PL_RETURN_IF_ERROR(ValidateName(version, "version"));
+  std::string mkey = VersionDir(name, version) + "/manifest.json";
+  auto mdoc = blobs_->Read(mkey);
+  if (!mdoc.ok()) {
+    if (mdoc.status().code() == StatusCode::kNotFound) {
+      return NotFoundError("model '" + name + "' has no version '" + version + "' in " + blobs_->Describe() +
+                           ": push it first");
+    }
+    return mdoc.status();
+  }
+  PL_ASSIGN_OR_RETURN(Manifest m, ManifestFromJson(mdoc->data));
+  if (verify) {
+    Status v = VerifyVersion(name, version);
+    if (!v.ok()) return Status(v.code(), "refusing to promote " + name + "@" + version + ": " + v.message());
+  }
+  // Read the pointer fresh (not through the document cache): its ETag is the CAS token.
   CurrentPointer next;
-  auto cur = ReadCurrent(name);
+  std::optional<std::string> etag;
+  std::string previous;
+  auto cur = blobs_->Read(name + "/current.json");
   if (cur.ok()) {
-    next.history = cur->history;
-    if (cur->version != version) next.history.push_back({cur->version, cur->promoted_at});
+    etag = cur->etag;
+    PL_ASSIGN_OR_RETURN(CurrentPointer c, CurrentFromJson(cur->data));
+    previous = c.version;
+    next.history = c.history;
+    if (c.version != version) next.history.push_back({c.version, c.promoted_at});
   } else if (cur.status().code() != StatusCode::kNotFound) {
     return cur.status();
   }
   next.version = version;
-  next.sha256 = m.ModelFile()->sha256;
+  next.sha256 = Sha256Hex(mdoc->data);
   next.promoted_at = NowRfc3339();
-  return blobs_->Write(name + "/current.json", CurrentToJson(next));
+  return WritePointer(name, version, etag, std::move(next), previous);
 }
 
-StatusOr<std::string> ModelStore::Rollback(const std::string& name) {
-  auto lock = LockPointer(name);
-  PL_ASSIGN_OR_RETURN(CurrentPointer cur, ReadCurrent(name));
-  if (cur.history.empty()) {
-    return FailedPreconditionError("model '" + name + "' has no earlier promotion to roll back to (current is " +
-                                   cur.version + ")");
+StatusOr<PromoteResult> ModelStore::Rollback(const std::string& name) {
+  PL_RETURN_IF_ERROR(ValidateName(name, "model name"));
+  auto cur = blobs_->Read(name + "/current.json");
+  if (!cur.ok()) {
+    if (cur.status().code() == StatusCode::kNotFound) return ReadCurrent(name).status();
+    return cur.status();
   }
-  HistoryEntry prev = cur.history.back();
-  PL_ASSIGN_OR_RETURN(Manifest m, ReadManifest(name, prev.version));
+  PL_ASSIGN_OR_RETURN(CurrentPointer c, CurrentFromJson(cur->data));
+  if (c.history.empty()) {
+    return FailedPreconditionError("model '" + name + "' has no earlier promotion to roll back to (current is " +
+                                   c.version + ")");
+  }
+  HistoryEntry prev = c.history.back();
+  auto mdoc = blobs_->Read(VersionDir(name, prev.version) + "/manifest.json");
+  if (!mdoc.ok()) return mdoc.status().WithContext("rolling back " + name + " to " + prev.version);
+  PL_RETURN_IF_ERROR(ManifestFromJson(mdoc->data).status());
   CurrentPointer next;
-  next.history = cur.history;
+  next.history = c.history;
   next.history.pop_back();
   next.version = prev.version;
-  next.sha256 = m.ModelFile()->sha256;
+  next.sha256 = Sha256Hex(mdoc->data);
   next.promoted_at = NowRfc3339();
-  PL_RETURN_IF_ERROR(blobs_->Write(name + "/current.json", CurrentToJson(next)));
-  return prev.version;
+  return WritePointer(name, prev.version, cur->etag, std::move(next), c.version);
 }
 
 StatusOr<std::string> ModelStore::HashCached(const std::string& path) {
@@ -201,21 +276,104 @@ Status ModelStore::VerifyFile(const std::string& path, const FileEntry& entry) {
   return OkStatus();
 }
 
+StatusOr<FetchResult> ModelStore::FetchFile(const std::string& key, const FileEntry& f, const std::string& dest) {
+  if (!f.url.empty()) {
+    PL_ASSIGN_OR_RETURN(ObjectInfo o, DownloadUrl(f.url, dest));
+    return FetchResult{o.etag, o.last_modified, o.size, o.sha256, false};
+  }
+  return blobs_->Fetch(key, dest);
+}
+
+Status ModelStore::VerifyVersion(const std::string& name, const std::string& version) {
+  PL_ASSIGN_OR_RETURN(Manifest m, ReadManifest(name, version));
+  std::string dir = VersionDir(name, version);
+  for (const auto& f : m.files) {
+    std::string key = dir + "/" + f.path;
+    std::string where = f.url.empty() ? blobs_->Describe(key) : f.url.substr(0, f.url.find('?'));
+    if (f.url.empty()) {
+      if (auto local = blobs_->LocalPath(key)) {
+        if (Status st = VerifyFile(*local, f); !st.ok()) {
+          return st.WithContext("file " + f.path + " of " + name + "@" + version);
+        }
+        continue;
+      }
+    }
+    // Remote: a copy we verified before, whose object is unchanged (304), needs no download.
+    if (f.url.empty() && cache()->Lookup(f.sha256)) {
+      if (auto side = cache()->Sidecar(f.sha256); side && !side->etag.empty()) {
+        std::string tmp = cache()->options().dir + "/tmp/verify." + f.sha256 + "." + std::to_string(::getpid());
+        auto r = blobs_->Fetch(key, tmp, side->etag);
+        std::error_code ec;
+        if (r.ok() && r->not_modified) continue;
+        std::filesystem::remove(tmp, ec);
+        if (!r.ok()) return r.status().WithContext("file " + f.path + " of " + name + "@" + version);
+        if (r->sha256 != f.sha256) {
+          return DataLossError("file " + f.path + " of " + name + "@" + version + " (" + where +
+                               "): sha256 mismatch: manifest says " + f.sha256 + ", the store has " + r->sha256 +
+                               " — push it again as a new version");
+        }
+        continue;
+      }
+    }
+    auto got =
+        cache()->Get(f.sha256, f.size_bytes, where, [&](const std::string& tmp) { return FetchFile(key, f, tmp); });
+    if (!got.ok()) return got.status().WithContext("file " + f.path + " of " + name + "@" + version);
+  }
+  return OkStatus();
+}
+
 StatusOr<ResolvedModel> ModelStore::Resolve(const std::string& name, const std::string& selector) {
   auto start = std::chrono::steady_clock::now();
   std::string version = selector;
+  std::string expected_manifest_sha;
   if (selector.empty() || selector == "current") {
     PL_ASSIGN_OR_RETURN(CurrentPointer cur, ReadCurrent(name));
     version = cur.version;
+    expected_manifest_sha = cur.sha256;
+  }
+  PL_RETURN_IF_ERROR(ValidateName(name, "model name"));
+  PL_RETURN_IF_ERROR(ValidateName(version, "version"));
+  std::string dir = VersionDir(name, version);
+  auto mdoc = ReadDoc(dir + "/manifest.json");
+  if (!mdoc.ok()) {
+    if (mdoc.status().code() == StatusCode::kNotFound) {
+      return NotFoundError("model '" + name + "' has no version '" + version + "' in " + blobs_->Describe());
+    }
+    return mdoc.status();
   }
   ResolvedModel out;
-  PL_ASSIGN_OR_RETURN(out.manifest, ReadManifest(name, version));
-  std::string dir = VersionDir(name, version);
+  PL_ASSIGN_OR_RETURN(out.manifest, ManifestFromJson(mdoc->data));
+  if (!expected_manifest_sha.empty()) {
+    std::string got = Sha256Hex(mdoc->data);
+    // Stores written before current.json named the manifest's hash carry the model file's.
+    bool legacy = out.manifest.ModelFile() && expected_manifest_sha == out.manifest.ModelFile()->sha256;
+    if (got != expected_manifest_sha && !legacy) {
+      return DataLossError("model '" + name + "' version '" + version + "': manifest.json hashes to " + got +
+                           " but current.json promised " + expected_manifest_sha +
+                           "; the manifest was replaced after promotion — promote the version again");
+    }
+  }
+  std::vector<CachePin> pins;
   for (const auto& f : out.manifest.files) {
-    PL_ASSIGN_OR_RETURN(std::string path, blobs_->Localize(dir + "/" + f.path));
-    Status st = VerifyFile(path, f);
-    if (!st.ok()) return st.WithContext("model '" + name + "' version '" + version + "'");
+    std::string key = dir + "/" + f.path;
+    std::string path;
+    if (auto local = f.url.empty() ? blobs_->LocalPath(key) : std::nullopt) {
+      path = *local;
+      Status st = VerifyFile(path, f);
+      if (!st.ok()) return st.WithContext("model '" + name + "' version '" + version + "'");
+    } else {
+      std::string where = f.url.empty() ? blobs_->Describe(key) : f.url.substr(0, f.url.find('?'));
+      auto got =
+          cache()->Get(f.sha256, f.size_bytes, where, [&](const std::string& tmp) { return FetchFile(key, f, tmp); });
+      if (!got.ok()) return got.status().WithContext("model '" + name + "' version '" + version + "'");
+      if (!got->hit) out.cache_hit = false;
+      path = got->path;
+      pins.push_back(got->pin);
+    }
     if (&f == out.manifest.ModelFile()) out.local_path = path;
+  }
+  if (!pins.empty()) {
+    out.pin = std::shared_ptr<void>(static_cast<void*>(nullptr), [pins = std::move(pins)](void*) mutable {});
   }
   out.fetch_time = std::chrono::steady_clock::now() - start;
   return out;

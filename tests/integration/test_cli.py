@@ -93,8 +93,10 @@ def test_push_writes_version_folder_and_manifest(tmp_path, models_dir, pilotligh
     if "version" in manifest:
         assert manifest["version"] == "1.0.0"
 
+    # current.json names the sha256 of the promoted version's manifest.json (issue 4 contract)
     cur = current(path, model)
-    assert cur["version"] == "1.0.0" and cur["sha256"] == sha, cur
+    manifest_sha = sha256_file(path / model / "versions" / "1.0.0" / "manifest.json")
+    assert cur["version"] == "1.0.0" and cur["sha256"] == manifest_sha, cur
 
 
 def test_push_without_promote_does_not_move_current(tmp_path, models_dir, tiny_mlp_v2_file,
@@ -121,12 +123,14 @@ def test_versions_promote_rollback(tmp_path, models_dir, tiny_mlp_v2_file, pilot
     p = run_cli("model", "promote", "tiny", "2.0.0", "--store", uri)
     assert p.returncode == 0, cli_output(p)
     cur = current(path, "tiny")
-    assert cur["version"] == "2.0.0" and cur["sha256"] == sha256_file(v2), cur
+    assert cur["version"] == "2.0.0", cur
+    assert cur["sha256"] == sha256_file(path / "tiny" / "versions" / "2.0.0" / "manifest.json"), cur
 
     p = run_cli("model", "rollback", "tiny", "--store", uri)
     assert p.returncode == 0, cli_output(p)
     cur = current(path, "tiny")
-    assert cur["version"] == "1.0.0" and cur["sha256"] == sha256_file(v1), cur
+    assert cur["version"] == "1.0.0", cur
+    assert cur["sha256"] == sha256_file(path / "tiny" / "versions" / "1.0.0" / "manifest.json"), cur
 
     p = run_cli("model", "promote", "tiny", "9.9.9", "--store", uri)
     assert p.returncode != 0, cli_output(p)

@@ -70,17 +70,19 @@ TEST_F(ModelStoreTest, PromoteAndRollback_KeepHistory) {
   auto cur = store_->ReadCurrent("m");
   ASSERT_TRUE(cur.ok());
   EXPECT_EQ(cur->version, "3");
-  EXPECT_EQ(cur->sha256, Sha256Hex("three"));
+  std::ifstream mf(root_ / "m/versions/3/manifest.json", std::ios::binary);
+  std::string manifest_bytes((std::istreambuf_iterator<char>(mf)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(cur->sha256, Sha256Hex(manifest_bytes));  // current.json names the manifest's hash
   ASSERT_EQ(cur->history.size(), 2u);
-  EXPECT_EQ(*store_->Rollback("m"), "2");
-  EXPECT_EQ(*store_->Rollback("m"), "1");
+  EXPECT_EQ(store_->Rollback("m")->version, "2");
+  EXPECT_EQ(store_->Rollback("m")->version, "1");
   EXPECT_EQ(store_->ReadCurrent("m")->version, "1");
   EXPECT_EQ(store_->Rollback("m").status().code(), StatusCode::kFailedPrecondition);
 }
 
 TEST_F(ModelStoreTest, Promote_MissingVersion_NotFound) {
   ASSERT_TRUE(store_->PushVersion("m", "1", WriteFile("1", "one"), Schema()).ok());
-  EXPECT_EQ(store_->Promote("m", "9").code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->Promote("m", "9").status().code(), StatusCode::kNotFound);
 }
 
 TEST_F(ModelStoreTest, Resolve_VerifiesSha256_MismatchIsDataLoss) {
