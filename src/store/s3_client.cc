@@ -402,7 +402,7 @@ Response Perform(CURL* c, const S3Options* o, Request& req) {
   curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
   curl_slist* headers = nullptr;
   std::vector<std::string> hs = req.headers;
-  std::string userpwd;
+  if (o) hs.insert(hs.end(), o->extra_headers.begin(), o->extra_headers.end());
   if (o && !o->access_key_id.empty()) {
     hs.push_back("x-amz-content-sha256: " + req.payload_sha);
     if (!o->session_token.empty()) hs.push_back("x-amz-security-token: " + o->session_token);

@@ -54,6 +54,7 @@ struct S3Options {
   // as if at a fixed time, so a request can be compared with AWS's published examples.
   std::string connect_to;
   std::string fixed_amz_date;
+  std::vector<std::string> extra_headers;  // "Name: value", added to every request
 };
 
 using EnvLookup = std::function<const char*(const char*)>;

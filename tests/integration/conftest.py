@@ -16,6 +16,11 @@
 - ``module_servers`` (module): the same factory, for servers shared by a module's tests;
   ``module_servers.shared(config)`` restarts the shared server when a test crashed it (the
   crash is still reported at module teardown).
+- ``s3`` (module): an S3-compatible server (s3support.S3Server: tests/integration/s3, needs
+  `npm ci` there, done by tools/setup.sh) with the bucket ``models``, SigV4 verification and
+  conditional PUTs on, data in a temporary folder; stopped at module teardown, which fails if
+  it died during the module. Shared by the module's tests: call ``s3.reset()`` to forget
+  earlier requests and faults. Needs neither the binary nor the generated models.
 
 Every pilotlight process runs with LSAN_OPTIONS suppressing ONNX Runtime's own allocations
 (lsan.supp) unless LSAN_OPTIONS already names suppressions.
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+import s3support
 import support
 
 
@@ -131,3 +137,18 @@ def shared_server(request, module_servers):
 @pytest.fixture
 def server(shared_server):
     return shared_server.get()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = s3support.S3Server(buckets=("models",))
+    try:
+        server.start(tmp_path_factory.mktemp("s3"))
+    except s3support.S3SetupError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    died = not server.alive()
+    code = server.stop()
+    if died:
+        pytest.fail("the S3 server exited during the module (status %s):\n%s"
+                    % (code, server.log_text()[-4000:]), pytrace=False)
