@@ -264,3 +264,104 @@ TEST_F(PoolTest, MaxQueueZero_ShedsWhileColdButStillScalesFromZero) {
 
 }  // namespace
 }  // namespace pilotlight::scheduler
+
+// ---- Hot swap ----------------------------------------------------------------------------------
+
+namespace pilotlight::scheduler {
+namespace {
+
+std::future<Status> SwapAsync(FunctionPool* pool, const std::string& version) {
+  auto p = std::make_shared<std::promise<Status>>();
+  auto f = p->get_future();
+  pool->SwapTo(version, [p](Status s) { p->set_value(s); });
+  return f;
+}
+
+TEST_F(PoolTest, Swap_NewRequestsGoToNewVersion_InFlightFinishOnOldThenItUnloads) {
+  auto* pool = MakePool({});
+  auto old_lease = AcquireNow(pool);
+  ASSERT_TRUE(old_lease.ok());
+  EXPECT_EQ(old_lease->version(), "1");
+  Push("2");
+  Status swapped = SwapAsync(pool, "2").get();
+  ASSERT_TRUE(swapped.ok()) << swapped.ToString();
+  auto new_lease = AcquireNow(pool);
+  ASSERT_TRUE(new_lease.ok());
+  EXPECT_EQ(new_lease->version(), "2");
+  EXPECT_FALSE(new_lease->cold_start) << "a swap is not a cold start for the request";
+  // The old instance still serves the request it holds, then goes away.
+  EXPECT_EQ(old_lease->version(), "1");
+  EXPECT_EQ(pool->Snapshot().retiring, 1);
+  EXPECT_EQ(pool->Snapshot().version, "2");
+  old_lease->Release();
+  EXPECT_EQ(pool->Snapshot().retiring, 0);
+  EXPECT_EQ(pool->Snapshot().instances, 1);
+  EXPECT_EQ(metrics_.ForFunction("f")->swaps->Value(), 1);
+}
+
+TEST_F(PoolTest, Swap_LoadFails_OldVersionStaysAndTheFailureIsCountedAndNotRetriedAtOnce) {
+  auto* pool = MakePool({.swap_retry = 30s});
+  { ASSERT_TRUE(AcquireNow(pool).ok()); }
+  Push("2");
+  runtime_.fail_next = true;
+  Status st = SwapAsync(pool, "2").get();
+  EXPECT_FALSE(st.ok());
+  EXPECT_EQ(metrics_.ForFunction("f")->swap_failures->Value(), 1);
+  auto lease = AcquireNow(pool);
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ(lease->version(), "1");
+  lease->Release();
+  int loads = runtime_.loads.load();
+  pool->OnCurrentVersion("2");  // the poller sees the same pointer again: no reload storm
+  EXPECT_TRUE(pool->Snapshot().swapping_to.empty());
+  EXPECT_EQ(runtime_.loads.load(), loads);
+  clock_.Advance(31s);
+  pool->OnCurrentVersion("2");  // after swap_retry it tries again, and now succeeds
+  WaitFor([&] { return pool->Snapshot().version == "2"; });
+  EXPECT_EQ(metrics_.ForFunction("f")->swaps->Value(), 1);
+}
+
+TEST_F(PoolTest, Swap_VersionFailingVerification_IsNeverLoaded) {
+  auto* pool = MakePool({});
+  { ASSERT_TRUE(AcquireNow(pool).ok()); }
+  Push("2");
+  std::ofstream(root_ / "m/versions/2/model.onnx", std::ios::binary) << "corrupted";
+  int loads = runtime_.loads.load();
+  Status st = SwapAsync(pool, "2").get();
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_EQ(runtime_.loads.load(), loads) << "a file that failed verification reached the runtime";
+  EXPECT_EQ(AcquireNow(pool)->version(), "1");
+}
+
+TEST_F(PoolTest, Swap_PollerPicksUpAPromoteInTheStore_ColdAndPinnedPoolsAreLeftAlone) {
+  auto* pool = MakePool({});
+  sched_->AddFunction({.function = "pinned", .model = "m", .version = "1"});
+  auto* pinned = sched_->Find("pinned");
+  { ASSERT_TRUE(AcquireNow(pool).ok()); }
+  { ASSERT_TRUE(AcquireNow(pinned).ok()); }
+  Push("2");
+  ASSERT_TRUE(store_->Promote("m", "2").ok());
+  sched_->PollAll(/*force=*/true);
+  WaitFor([&] { return pool->Snapshot().version == "2" && pool->Snapshot().swapping_to.empty(); });
+  EXPECT_EQ(AcquireNow(pool)->version(), "2");
+  EXPECT_EQ(AcquireNow(pinned)->version(), "1");
+}
+
+TEST_F(PoolTest, Swap_RequestsQueuedDuringTheSwapAreServed) {
+  auto* pool = MakePool({.concurrency = 1});
+  auto held = AcquireNow(pool);
+  ASSERT_TRUE(held.ok());
+  Push("2");
+  runtime_.Hold();
+  auto swap = SwapAsync(pool, "2");
+  auto queued = AcquireAsync(pool);  // waits: the only slot is taken, the new version is loading
+  runtime_.Open();
+  ASSERT_TRUE(swap.get().ok());
+  auto got = queued.get();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->version(), "2");
+  held->Release();
+}
+
+}  // namespace
+}  // namespace pilotlight::scheduler

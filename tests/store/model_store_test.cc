@@ -132,3 +132,82 @@ TEST(ManifestJson, UntrustedInputGivesDataLossNotCrash) {
 
 }  // namespace
 }  // namespace pilotlight::store
+
+namespace pilotlight::store {
+namespace {
+
+TEST_F(ModelStoreTest, ConditionalWrites_StaleEtagOrExistingKeyIsAborted) {
+  LocalBlobStore blobs(root_.string());
+  auto first = blobs.Write("k/doc.json", "one", WriteCondition{.if_match = "", .if_absent = true});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(blobs.Write("k/doc.json", "again", WriteCondition{.if_match = "", .if_absent = true}).status().code(),
+            StatusCode::kAborted);
+  auto second = blobs.Write("k/doc.json", "two", WriteCondition{.if_match = *first, .if_absent = false});
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_NE(*second, *first);
+  // Someone else wrote in between: the writer holding the old ETag loses and nothing changes.
+  EXPECT_EQ(blobs.Write("k/doc.json", "three", WriteCondition{.if_match = *first, .if_absent = false}).status().code(),
+            StatusCode::kAborted);
+  EXPECT_EQ(blobs.Read("k/doc.json")->data, "two");
+  // Re-validation: the current ETag gives "not modified" and no data.
+  auto again = blobs.Read("k/doc.json", *second);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->not_modified);
+  EXPECT_TRUE(again->data.empty());
+}
+
+TEST_F(ModelStoreTest, Promote_VerifiesFirst_AndRefusesAVersionThatFails) {
+  ASSERT_TRUE(store_->PushVersion("m", "1", WriteFile("1", "one"), Schema()).ok());
+  ASSERT_TRUE(store_->Promote("m", "1").ok());
+  ASSERT_TRUE(store_->PushVersion("m", "2", WriteFile("2", "two"), Schema()).ok());
+  std::ofstream(root_ / "m/versions/2/model.onnx", std::ios::binary) << "tampered";
+  auto r = store_->Promote("m", "2");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find("model.onnx"), std::string::npos) << r.status().message();
+  EXPECT_EQ(store_->ReadCurrent("m")->version, "1");
+  EXPECT_EQ(store_->VerifyVersion("m", "2").code(), StatusCode::kDataLoss);
+  EXPECT_TRUE(store_->VerifyVersion("m", "1").ok());
+}
+
+TEST_F(ModelStoreTest, Resolve_ManifestReplacedAfterPromotion_IsDataLoss) {
+  ASSERT_TRUE(store_->PushVersion("m", "1", WriteFile("1", "one"), Schema()).ok());
+  ASSERT_TRUE(store_->Promote("m", "1").ok());
+  // Rewrite the manifest (valid JSON, different bytes): current.json's sha256 no longer matches.
+  auto path = root_ / "m/versions/1/manifest.json";
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << text << "\n";
+  auto r = store_->Resolve("m", "current");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find("current.json"), std::string::npos);
+  EXPECT_TRUE(store_->Resolve("m", "1").ok()) << "an explicit version has no pointer to check against";
+}
+
+TEST_F(ModelStoreTest, ConcurrentPromotes_NeverLoseAnUpdate) {
+  for (const char* v : {"1", "2", "3", "4", "5"}) {
+    ASSERT_TRUE(store_->PushVersion("m", v, WriteFile(v, v), Schema()).ok());
+  }
+  ASSERT_TRUE(store_->Promote("m", "1").ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, aborted{0};
+  for (const char* v : {"2", "3", "4", "5"}) {
+    threads.emplace_back([&, v] {
+      ModelStore other(std::make_unique<LocalBlobStore>(root_.string()));  // like another CLI process
+      auto r = other.Promote("m", v, /*verify=*/false);
+      if (r.ok()) ok++;
+      if (!r.ok() && r.status().code() == StatusCode::kAborted) aborted++;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok + aborted, 4);
+  auto cur = store_->ReadCurrent("m");
+  ASSERT_TRUE(cur.ok());
+  // Every promote that reported success is in the pointer or its history: none was overwritten.
+  EXPECT_EQ(static_cast<int>(cur->history.size()), ok.load()) << "history has one entry per successful promote";
+}
+
+}  // namespace
+}  // namespace pilotlight::store
