@@ -62,7 +62,20 @@ FunctionPool* Scheduler::Find(const std::string& name) {
     if (it != pools_.end()) return it->second.get();
   }
   if (!options_.auto_functions || !store::ValidateName(name, "function").ok()) return nullptr;
-  if (!store_->ReadCurrent(name).ok()) return nullptr;
+  // Remember names the store does not have for a moment, so a stream of requests to an
+  // unknown name does not become a stream of store reads (object-store GETs cost money).
+  TimePoint now = clock_->Now();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = missing_.find(name);
+    if (it != missing_.end() && now < it->second) return nullptr;
+  }
+  if (!store_->ReadCurrent(name).ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (missing_.size() > 10000) missing_.clear();
+    missing_[name] = now + std::chrono::seconds(2);
+    return nullptr;
+  }
   AddFunction(PoolOptionsFromConfig(config::DefaultFunction(name), options_.default_poll_interval));
   std::lock_guard<std::mutex> l(mu_);
   return pools_[name].get();

@@ -83,6 +83,7 @@ class Scheduler {
   std::unique_ptr<ThreadPool> admin_;  // promote/rollback (store I/O, verification)
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<FunctionPool>> pools_;  // GUARDED_BY(mu_); never erased
+  std::map<std::string, TimePoint> missing_;                    // GUARDED_BY(mu_) negative cache, until
   std::mutex tick_mu_;
   std::condition_variable tick_cv_;
   bool stop_ = false;

@@ -365,3 +365,27 @@ TEST_F(PoolTest, Swap_RequestsQueuedDuringTheSwapAreServed) {
 
 }  // namespace
 }  // namespace pilotlight::scheduler
+
+namespace pilotlight::scheduler {
+namespace {
+
+TEST_F(PoolTest, AutoFunctions_UnknownNamesAreRememberedBriefly_ThenFoundOncePromoted) {
+  sched_ = std::make_unique<Scheduler>(
+      SchedulerOptions{.worker_threads = 1, .loader_threads = 1, .auto_functions = true, .start_housekeeping = false},
+      store_.get(), &runtime_, &metrics_, &clock_);
+  EXPECT_NE(sched_->Find("m"), nullptr);
+  EXPECT_EQ(sched_->Find("late"), nullptr);
+  auto src = root_ / "src_late";
+  std::ofstream(src, std::ios::binary) << "late model";
+  store::Manifest m;
+  m.inputs = {{"x", "float32", {-1, 2}}};
+  m.outputs = {{"y", "float32", {-1, 2}}};
+  ASSERT_TRUE(store_->PushVersion("late", "1", src.string(), m).ok());
+  ASSERT_TRUE(store_->Promote("late", "1").ok());
+  EXPECT_EQ(sched_->Find("late"), nullptr) << "a miss is cached for a moment (no store read per request)";
+  clock_.Advance(3s);
+  EXPECT_NE(sched_->Find("late"), nullptr);
+}
+
+}  // namespace
+}  // namespace pilotlight::scheduler
