@@ -395,9 +395,15 @@ bool FunctionPool::Warm() const {
   return !slots_.empty();
 }
 
-void FunctionPool::OnCurrentVersion(const std::string& version) {
+uint64_t FunctionPool::SwapEpoch() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return swap_epoch_;
+}
+
+void FunctionPool::OnCurrentVersion(const std::string& version, std::optional<uint64_t> epoch) {
   std::lock_guard<std::mutex> l(mu_);
   if (Pinned() || draining_ || slots_.empty() || version.empty()) return;
+  if (epoch && *epoch != swap_epoch_) return;
   if (version == active_version_ || version == swapping_to_ || !swapping_to_.empty()) return;
   if (version == failed_version_ && clock_->Now() < failed_retry_at_) return;
   StartSwapLocked(version);
@@ -426,6 +432,7 @@ void FunctionPool::SwapTo(const std::string& version, std::function<void(Status)
 
 void FunctionPool::StartSwapLocked(const std::string& version) {
   swapping_to_ = version;
+  swap_epoch_++;
   int count = std::clamp(static_cast<int>(slots_.size()), 1, options_.max_instances);
   LogLine(spdlog::level::info, "version swap started")
       .Str("function", options_.function)

@@ -133,7 +133,10 @@ class FunctionPool {
   // on the old instances, then unload them. A version that fails to load is not switched to
   // (counted in swap_failures) and is retried no sooner than swap_retry. Cold pools do nothing
   // (their next load reads current.json). Ignored for pinned versions.
-  void OnCurrentVersion(const std::string& version);
+  // `epoch`: SwapEpoch() sampled before `version` was read; when a swap started since, the
+  // reading may predate it and is ignored (the next poll reads again).
+  void OnCurrentVersion(const std::string& version, std::optional<uint64_t> epoch = std::nullopt);
+  uint64_t SwapEpoch() const;
   // The same, now, ignoring the retry delay; `done` gets OK when `version` serves new requests
   // (or the pool is cold), or the swap's error.
   void SwapTo(const std::string& version, std::function<void(Status)> done);
@@ -186,6 +189,7 @@ class FunctionPool {
   std::string swapping_to_;                      // GUARDED_BY(mu_)
   std::string failed_version_;                   // GUARDED_BY(mu_)
   TimePoint failed_retry_at_{};                  // GUARDED_BY(mu_)
+  uint64_t swap_epoch_ = 0;                      // GUARDED_BY(mu_) swaps started
   std::vector<std::pair<std::string, std::function<void(Status)>>> swap_waiters_;  // GUARDED_BY(mu_)
   std::deque<Waiter> queue_;                                                       // GUARDED_BY(mu_)
   int loading_ = 0;                                                                // GUARDED_BY(mu_)

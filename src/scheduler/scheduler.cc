@@ -114,6 +114,10 @@ void Scheduler::PollAll(bool force) {
     for (auto& [n, p] : pools_) pools.push_back(p.get());
   }
   TimePoint now = clock_->Now();
+  // Swap epochs before any read: a pointer read while an admin promote swapped the pool may be
+  // older than that swap, and must not swap it back.
+  std::map<FunctionPool*, uint64_t> epochs;
+  for (auto* p : pools) epochs[p] = p->SwapEpoch();
   std::map<std::string, std::string> current;  // model → version, read once per model per pass
   for (auto* p : pools) {
     const PoolOptions& o = p->options();
@@ -136,7 +140,7 @@ void Scheduler::PollAll(bool force) {
       }
       it = current.emplace(o.model, cur->version).first;
     }
-    p->OnCurrentVersion(it->second);
+    p->OnCurrentVersion(it->second, epochs[p]);
   }
 }
 

@@ -389,3 +389,22 @@ TEST_F(PoolTest, AutoFunctions_UnknownNamesAreRememberedBriefly_ThenFoundOncePro
 
 }  // namespace
 }  // namespace pilotlight::scheduler
+
+namespace pilotlight::scheduler {
+namespace {
+
+TEST_F(PoolTest, Swap_PollerReadingOlderThanAnAdminSwapDoesNotSwapBack) {
+  auto* pool = MakePool({});
+  { ASSERT_TRUE(AcquireNow(pool).ok()); }
+  Push("2");
+  uint64_t epoch = pool->SwapEpoch();            // the poller samples, then reads current.json = "1" ...
+  ASSERT_TRUE(SwapAsync(pool, "2").get().ok());  // ... while an admin promote swaps to 2
+  pool->OnCurrentVersion("1", epoch);            // the stale reading arrives
+  EXPECT_TRUE(pool->Snapshot().swapping_to.empty());
+  EXPECT_EQ(AcquireNow(pool)->version(), "2");
+  pool->OnCurrentVersion("1", pool->SwapEpoch());  // a fresh reading of "1" (a rollback) does swap
+  WaitFor([&] { return pool->Snapshot().version == "1"; });
+}
+
+}  // namespace
+}  // namespace pilotlight::scheduler
