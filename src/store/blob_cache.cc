@@ -1,6 +1,7 @@
 #include "store/blob_cache.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,8 +124,15 @@ BlobCache::BlobCache(CacheOptions options) : options_(std::move(options)), state
   state_->max_bytes = options_.max_bytes;
   std::error_code ec;
   fs::create_directories(options_.dir + "/tmp", ec);
-  // Downloads a previous process did not finish are garbage by construction.
-  for (const auto& e : fs::directory_iterator(options_.dir + "/tmp", ec)) fs::remove(e.path(), ec);
+  // Downloads a dead process did not finish are garbage by construction. Temporary files are
+  // named "<pid>-..." so another live process sharing the state directory (a server and a CLI)
+  // keeps its downloads in progress.
+  for (const auto& e : fs::directory_iterator(options_.dir + "/tmp", ec)) {
+    std::string name = e.path().filename().string();
+    long pid = std::strtol(name.c_str(), nullptr, 10);
+    bool alive = pid > 0 && (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+    if (!alive) fs::remove(e.path(), ec);
+  }
   for (const auto& e : fs::directory_iterator(options_.dir, ec)) {
     std::string name = e.path().filename().string();
     if (!IsSha256Hex(name) || !e.is_regular_file()) continue;
@@ -136,11 +144,15 @@ BlobCache::BlobCache(CacheOptions options) : options_(std::move(options)), state
     state_->entries[name] = entry;
     state_->total += entry.size;
   }
-  std::lock_guard<std::mutex> l(state_->mu);
-  state_->EvictLocked();
+  // No eviction here: a process that only opens the cache (a CLI command) must not delete
+  // files a server is using. Eviction runs after each download and when pins are released.
 }
 
 BlobCache::~BlobCache() = default;
+
+std::string BlobCache::TempPath(const std::string& what) const {
+  return fmt::format("{}/tmp/{}-{}-{}.part", options_.dir, ::getpid(), what, RandomSuffix());
+}
 
 void BlobCache::Touch(const std::string& sha256) {
   std::string path = options_.dir + "/" + sha256;
@@ -196,7 +208,7 @@ StatusOr<CachedFile> BlobCache::Get(const std::string& sha256, uint64_t size, co
     state_->stats.misses++;
   }
 
-  std::string tmp = options_.dir + "/tmp/" + sha256 + "." + RandomSuffix() + ".part";
+  std::string tmp = TempPath(sha256);
   auto fetched = fetch(tmp);
   Status st = fetched.status();
   CacheSidecar side;

@@ -2,7 +2,7 @@
 //
 //   <dir>/<sha256>            a file whose bytes hash to its name (verified before it got it)
 //   <dir>/<sha256>.json       sidecar: source, ETag, Last-Modified, size, fetched_at
-//   <dir>/tmp/                downloads in progress (removed at start-up)
+//   <dir>/tmp/<pid>-...       downloads in progress (removed at start-up once <pid> is gone)
 //
 // A fetch downloads into tmp/, checks the sha256 the manifest promised (computed while the
 // bytes stream), fsyncs and renames into place: a file under its final name is always
@@ -65,6 +65,9 @@ class BlobCache {
   std::optional<CacheSidecar> Sidecar(const std::string& sha256);
   CacheStats Stats() const;
   const CacheOptions& options() const { return options_; }
+  // A fresh temporary path under <dir>/tmp/ owned by this process (removed at the next start
+  // of any process once this one has died).
+  std::string TempPath(const std::string& what) const;
 
  private:
   struct State;

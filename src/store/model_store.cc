@@ -45,7 +45,6 @@ bool VersionLess(const std::string& a, const std::string& b) {
 ModelStore::ModelStore(std::unique_ptr<BlobStore> blobs, StoreOptions options)
     : blobs_(std::move(blobs)), options_(std::move(options)), remote_(!blobs_->LocalPath("x").has_value()) {
   if (options_.cache_dir.empty()) options_.cache_dir = "./.pilotlight/cache";
-  if (remote_) cache();  // clean up interrupted downloads and apply the size cap now
 }
 
 BlobCache* ModelStore::cache() {
@@ -301,11 +300,11 @@ Status ModelStore::VerifyVersion(const std::string& name, const std::string& ver
     // Remote: a copy we verified before, whose object is unchanged (304), needs no download.
     if (f.url.empty() && cache()->Lookup(f.sha256)) {
       if (auto side = cache()->Sidecar(f.sha256); side && !side->etag.empty()) {
-        std::string tmp = cache()->options().dir + "/tmp/verify." + f.sha256 + "." + std::to_string(::getpid());
+        std::string tmp = cache()->TempPath("verify-" + f.sha256);
         auto r = blobs_->Fetch(key, tmp, side->etag);
         std::error_code ec;
-        if (r.ok() && r->not_modified) continue;
         std::filesystem::remove(tmp, ec);
+        if (r.ok() && r->not_modified) continue;
         if (!r.ok()) return r.status().WithContext("file " + f.path + " of " + name + "@" + version);
         if (r->sha256 != f.sha256) {
           return DataLossError("file " + f.path + " of " + name + "@" + version + " (" + where +

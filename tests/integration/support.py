@@ -466,6 +466,7 @@ class Server:
         self.log_path = self.workdir / "server.log"
         self.stdout_path = self.workdir / "stdout.txt"
         self.stderr_path = self.workdir / "stderr.txt"
+        self.state_dir = None  # the --state-dir ServerFactory.start passed, if any
         self.returncode = None
 
     # HTTP ------------------------------------------------------------------------------
@@ -650,7 +651,7 @@ class ServerFactory:
 
     def start(self, config=None, extra_args=(), *, store=_DEFAULT, log_format="json",
               listen=True, port=None, expect_exit=0, wait=True, cwd=None, log_file=True,
-              state_dir=True):
+              state_dir=True, env=None):
         """Starts `pilotlight serve`.
 
         config: YAML text, a dict (written as YAML) or None (no --config).
@@ -658,6 +659,8 @@ class ServerFactory:
         listen: pass --listen 127.0.0.1:PORT (False: the config names the address; give port).
         expect_exit: the exit code teardown asserts after SIGTERM (None: don't check).
         wait: wait until GET /v1/health answers (fails with the log if the process dies).
+        state_dir: True: --state-dir <workdir>/state; a path: that folder (shared by restarts);
+        False: none. env: the process environment (default CHILD_ENV), e.g. s3.env(CHILD_ENV).
         """
         attempts = 3 if (listen and port is None) else 1
         last_error = None
@@ -675,8 +678,13 @@ class ServerFactory:
             s = self.default_store_uri if store is _DEFAULT else store
             if s:
                 argv += ["--store", s]
-            if state_dir:
-                argv += ["--state-dir", str(wd / "state")]
+            state = None
+            if state_dir is True:
+                state = wd / "state"
+            elif state_dir:
+                state = Path(state_dir)
+            if state is not None:
+                argv += ["--state-dir", str(state)]
             if log_format:
                 argv += ["--log-format", log_format]
             if log_file:
@@ -685,8 +693,9 @@ class ServerFactory:
             with open(wd / "stdout.txt", "wb") as out, open(wd / "stderr.txt", "wb") as err:
                 proc = subprocess.Popen(argv, cwd=str(cwd or wd), stdout=out, stderr=err,
                                         stdin=subprocess.DEVNULL, start_new_session=True,
-                                        env=CHILD_ENV)
+                                        env=env or CHILD_ENV)
             server = Server(proc, p, wd, argv, expect_exit)
+            server.state_dir = state
             with self._lock:
                 self.servers.append(server)
             if not wait:

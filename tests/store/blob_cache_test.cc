@@ -7,6 +7,8 @@
 #include <future>
 #include <thread>
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "common/sha256.h"
@@ -93,9 +95,11 @@ TEST_F(CacheTest, FailedFetch_LeavesNoPartialFile_AndInterruptedOnesAreCleanedAt
     EXPECT_TRUE(Files(dir_).empty());
     EXPECT_TRUE(Files(dir_ / "tmp").empty());
   }
-  std::ofstream(dir_ / "tmp" / "leftover.part") << "from a killed process";
+  std::ofstream(dir_ / "tmp" / "999999999-leftover.part") << "from a killed process";
+  std::string live = std::to_string(::getppid()) + "-download-in-progress.part";
+  std::ofstream(dir_ / "tmp" / live) << "another live process (a server sharing the state dir)";
   BlobCache cache({dir_.string(), 1 << 20});
-  EXPECT_TRUE(Files(dir_ / "tmp").empty());
+  EXPECT_EQ(Files(dir_ / "tmp"), std::vector<std::string>{live});
 }
 
 TEST_F(CacheTest, ConcurrentGets_OneFetch) {
