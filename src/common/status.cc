@@ -28,6 +28,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "CANCELLED";
     case StatusCode::kAborted:
       return "ABORTED";
+    case StatusCode::kWorkerFailed:
+      return "WORKER_FAILED";
     case StatusCode::kInternal:
       return "INTERNAL";
   }

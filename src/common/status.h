@@ -24,6 +24,7 @@ enum class StatusCode {
   kOutOfRange,          // a size limit exceeded (413 when it is the request body)
   kCancelled,           // stopped on purpose (shutdown)
   kAborted,             // a concurrent change won (conditional write refused); re-read and retry (409)
+  kWorkerFailed,        // a function's worker process crashed or broke the protocol (502)
   kInternal,            // a bug by definition (500)
 };
 
@@ -57,6 +58,7 @@ inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable
 inline Status DeadlineExceededError(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
 inline Status DataLossError(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 inline Status AbortedError(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
+inline Status WorkerFailedError(std::string m) { return {StatusCode::kWorkerFailed, std::move(m)}; }
 inline Status OutOfRangeError(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 inline Status CancelledError(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }

@@ -124,9 +124,49 @@ class Parser {
     if (n.IsNull()) return OkStatus();
     PL_RETURN_IF_ERROR(CheckKeys(n, path,
                                  {"model", "version", "min_instances", "max_instances", "concurrency", "idle_timeout",
-                                  "max_queue", "queue_timeout", "timeout", "routes", "runtime", "poll_interval"}));
-    if (n["runtime"] && n["runtime"].Scalar() != "onnx") {
-      return Error(path + ".runtime", "'" + n["runtime"].Scalar() + "' is not supported yet; use onnx");
+                                  "max_queue", "queue_timeout", "timeout", "routes", "runtime", "poll_interval",
+                                  "command", "handler", "cwd", "env", "memory_mb", "init_timeout"}));
+    if (n["runtime"]) {
+      f->runtime = n["runtime"].IsScalar() ? n["runtime"].Scalar() : "";
+      if (f->runtime != "onnx" && f->runtime != "process") {
+        return Error(path + ".runtime",
+                     "'" + f->runtime + "' is not a runtime; use onnx (a model) or process (a Lambda handler)");
+      }
+    }
+    bool process = f->runtime == "process";
+    for (const char* k : {"command", "handler", "cwd", "env", "memory_mb", "init_timeout"}) {
+      if (n[k] && !process) return Error(path + "." + k, "only for runtime: process");
+    }
+    for (const char* k : {"model", "version", "poll_interval"}) {
+      if (n[k] && process) return Error(path + "." + k, "not for runtime: process (it runs a command, not a model)");
+    }
+    if (process) {
+      f->model.clear();
+      f->version = "$LATEST";
+      if (!n["command"] || !n["command"].IsSequence() || n["command"].size() == 0) {
+        return Error(path + ".command", "runtime: process needs a command: a list such as [node, index.js]");
+      }
+      for (const auto& a : n["command"]) {
+        if (!a.IsScalar() || a.Scalar().empty()) return Error(path + ".command", "must be a list of non-empty strings");
+        f->command.push_back(a.Scalar());
+      }
+      PL_RETURN_IF_ERROR(StringInto(n, "handler", path, &f->handler));
+      PL_RETURN_IF_ERROR(StringInto(n, "cwd", path, &f->cwd));
+      if (n["env"]) {
+        if (!n["env"].IsMap()) return Error(path + ".env", "must be a mapping of NAME: value");
+        for (const auto& kv : n["env"]) {
+          std::string k = kv.first.as<std::string>();
+          if (!kv.second.IsScalar()) return Error(path + ".env." + k, "must be a string");
+          f->env[k] = kv.second.Scalar();
+        }
+      }
+      PL_RETURN_IF_ERROR(IntInto(n, "memory_mb", path, 128, 10240, &f->memory_mb));
+      PL_RETURN_IF_ERROR(DurationInto(n, "init_timeout", path, &f->init_timeout));
+      if (n["concurrency"]) {
+        int64_t c = 0;
+        PL_RETURN_IF_ERROR(Int(n["concurrency"], path + ".concurrency", 1, 1, &c));
+      }
+      f->concurrency = 1;  // one invocation per worker, as on Lambda
     }
     PL_RETURN_IF_ERROR(StringInto(n, "model", path, &f->model));
     if (n["version"]) {
@@ -136,7 +176,7 @@ class Parser {
     }
     PL_RETURN_IF_ERROR(IntInto(n, "min_instances", path, 0, 1024, &f->min_instances));
     PL_RETURN_IF_ERROR(IntInto(n, "max_instances", path, 1, 1024, &f->max_instances));
-    PL_RETURN_IF_ERROR(IntInto(n, "concurrency", path, 1, 100000, &f->concurrency));
+    if (!process) PL_RETURN_IF_ERROR(IntInto(n, "concurrency", path, 1, 100000, &f->concurrency));
     PL_RETURN_IF_ERROR(IntInto(n, "max_queue", path, 0, 1000000, &f->max_queue));
     PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", path, &f->idle_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "queue_timeout", path, &f->queue_timeout));
@@ -235,7 +275,7 @@ Status Validate(const Config& c) {
                       "0-9 . _ -, not starting with '.')",
                       c.source, name, f.model));
     }
-    if (f.version != "current" && !ValidFunctionName(f.version)) {
+    if (f.runtime != "process" && f.version != "current" && !ValidFunctionName(f.version)) {
       return InvalidArgumentError(
           fmt::format("{}: functions.{}.version: '{}' is neither 'current' nor a version "
                       "(1-128 of A-Z a-z 0-9 . _ -)",

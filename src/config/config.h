@@ -57,6 +57,14 @@ struct FunctionConfig {
   Duration timeout = std::chrono::seconds(30);  // one model run
   std::vector<std::string> routes;              // extra POST paths that invoke this function
   std::optional<Duration> poll_interval;        // overrides server.poll_interval
+  // runtime: process — a worker process speaking the AWS Lambda Runtime API.
+  std::string runtime = "onnx";            // onnx | process
+  std::vector<std::string> command;        // argv of the worker
+  std::string handler;                     // _HANDLER
+  std::string cwd;                         // working directory and LAMBDA_TASK_ROOT (default: the server's)
+  std::map<std::string, std::string> env;  // extra environment variables
+  int memory_mb = 1024;                    // AWS_LAMBDA_FUNCTION_MEMORY_SIZE; RSS above it replaces the worker
+  Duration init_timeout = std::chrono::seconds(10);  // worker start until its first event request
 };
 
 struct Config {

@@ -17,6 +17,8 @@ struct Request {
   std::string x_request_id;  // headers the gateway reads
   std::string x_model;
   std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers;  // every header, as received
+  std::string remote_addr;                                   // the client's IP
 };
 
 // What the one log line per request needs from the gateway.

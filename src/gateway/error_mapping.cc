@@ -27,6 +27,8 @@ ApiError MapStatus(const Status& s) {
       return {503, "model_integrity"};
     case StatusCode::kDeadlineExceeded:
       return {504, "timeout"};
+    case StatusCode::kWorkerFailed:
+      return {502, "function_crashed"};
     case StatusCode::kInternal:
       return {500, "internal"};
   }

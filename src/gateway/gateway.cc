@@ -1,12 +1,15 @@
 #include "gateway/gateway.h"
 
 #include <atomic>
+#include <cmath>
+#include <ctime>
 #include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/base64.h"
 #include "common/ids.h"
 #include "common/logging.h"
 #include "gateway/error_mapping.h"
@@ -147,17 +150,40 @@ void Gateway::Handle(Request&& req, Done done) {
 
   constexpr std::string_view kFn = "/v1/functions/";
   constexpr std::string_view kInvoke = "/invoke";
-  if (path.size() > kFn.size() + kInvoke.size() && path.substr(0, kFn.size()) == kFn &&
-      path.substr(path.size() - kInvoke.size()) == kInvoke) {
-    if (!post) return wrong_method("POST");
-    std::string name(path.substr(kFn.size(), path.size() - kFn.size() - kInvoke.size()));
-    auto* pool = Route(name, call->response, call->request_id);
-    if (!pool) return call->Finish();
-    element doc;
-    if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
-      return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+  if (path.substr(0, kFn.size()) == kFn) {
+    std::string_view rest = path.substr(kFn.size());
+    size_t slash = rest.find('/');
+    std::string_view after = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+    bool exact = after == kInvoke;
+    bool proxied = after.size() > kInvoke.size() && after.substr(0, kInvoke.size() + 1) == "/invoke/";
+    if (slash != std::string_view::npos && slash > 0 && (exact || proxied)) {
+      std::string name(rest.substr(0, slash));
+      auto* pool = Route(name, call->response, call->request_id);
+      if (!pool) return call->Finish();
+      if (pool->IsProcess()) {
+        return ProcessHttp(call, pool, req, path, query, proxied ? after.substr(kInvoke.size() + 1) : "");
+      }
+      if (!exact) {
+        return call->Fail(404, "not_found",
+                          fmt::format("function '{}' runs a model: call POST /v1/functions/{}/invoke (sub-paths are "
+                                      "for process functions)",
+                                      name, name));
+      }
+      if (!post) return wrong_method("POST");
+      element doc;
+      if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
+        return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+      }
+      return Invoke(call, pool, doc);
     }
-    return Invoke(call, pool, doc);
+  }
+  constexpr std::string_view kLambda = "/2015-03-31/functions/";
+  constexpr std::string_view kInvocations = "/invocations";
+  if (path.substr(0, kLambda.size()) == kLambda && path.size() > kLambda.size() + kInvocations.size() &&
+      path.substr(path.size() - kInvocations.size()) == kInvocations) {
+    if (!post) return wrong_method("POST");
+    return LambdaInvoke(call, req, path.substr(kLambda.size(), path.size() - kLambda.size() - kInvocations.size()),
+                        query);
   }
   constexpr std::string_view kAdminModels = "/admin/models/";
   if (path.substr(0, kAdminModels.size()) == kAdminModels) {
@@ -183,6 +209,7 @@ void Gateway::Handle(Request&& req, Done done) {
     if (!post) return wrong_method("POST");
     auto* pool = Route(route->second, call->response, call->request_id);
     if (!pool) return call->Finish();
+    if (pool->IsProcess()) return ProcessHttp(call, pool, req, path, query, "");
     element doc;
     if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
       return call->Fail(400, "invalid_json", "the request body is not valid JSON");
@@ -228,6 +255,12 @@ void Gateway::Infer(std::shared_ptr<Call> call, std::string_view query) {
 }
 
 void Gateway::Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, element doc) {
+  if (pool->IsProcess()) {
+    return call->Fail(400, "invalid_input",
+                      fmt::format("function '{}' runs a handler, not a model: call /v1/functions/{}/invoke or the "
+                                  "Lambda Invoke API",
+                                  call->response.log.function, call->response.log.function));
+  }
   element inputs;
   if (doc.type() != element_type::OBJECT || doc["inputs"].get(inputs) != simdjson::SUCCESS ||
       (inputs.type() != element_type::ARRAY && inputs.type() != element_type::OBJECT)) {
@@ -480,6 +513,405 @@ void Gateway::Health(std::shared_ptr<Call> call, std::string_view query) {
       if (last) respond(join->errors);
     });
   }
+}
+
+// ---- process functions: API Gateway 2.0 events and the Lambda Invoke API --------------------
+
+namespace {
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool ValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+// Content types a function URL passes as text; everything else is base64.
+bool TextContent(std::string_view ct) {
+  std::string t = Lower(ct);
+  return t.empty() || t.rfind("text/", 0) == 0 || t.find("json") != std::string::npos ||
+         t.find("xml") != std::string::npos || t.find("javascript") != std::string::npos ||
+         t.find("x-www-form-urlencoded") != std::string::npos;
+}
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() + 0 && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::string ClfTime(std::chrono::system_clock::time_point t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+  return buf;
+}
+
+std::string FunctionArn(const std::string& name) {
+  const char* region = std::getenv("AWS_REGION");
+  return fmt::format("arn:aws:lambda:{}:000000000000:function:{}", region && *region ? region : "us-east-1", name);
+}
+
+std::string TraceId() {
+  std::string id = NewRequestId();  // 32 hex
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  return fmt::format("Root=1-{:08x}-{};Parent={};Sampled=0", now.count(), id.substr(0, 24), id.substr(16, 16));
+}
+
+// The AWS error shape the SDKs parse: X-Amzn-ErrorType + {"Type", "message"}.
+void SetLambdaError(Response& r, int status, std::string_view type, std::string_view message) {
+  r.status = status;
+  r.content_type = "application/json";
+  r.headers.emplace_back("X-Amzn-ErrorType", std::string(type));
+  r.body = nlohmann::json({{"Type", status >= 500 ? "Service" : "User"}, {"message", message}, {"Message", message}})
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  r.log.error_type = std::string(type);
+  if (status == 429) r.headers.emplace_back("Retry-After", "1");
+}
+
+std::string LambdaErrorType(int http_status) {
+  switch (http_status) {
+    case 400:
+      return "InvalidRequestContentException";
+    case 404:
+      return "ResourceNotFoundException";
+    case 413:
+      return "RequestTooLargeException";
+    case 429:
+      return "TooManyRequestsException";
+    case 409:
+      return "ResourceConflictException";
+    default:
+      return "ServiceException";
+  }
+}
+
+}  // namespace
+
+void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, const Request& req,
+                          std::string_view path, std::string_view query, std::string_view proxy) {
+  using nlohmann::json;
+  json headers = json::object();
+  json cookies = json::array();
+  std::string content_type, host, user_agent;
+  for (const auto& [k, v] : req.headers) {
+    std::string name = Lower(k);
+    if (name == "cookie") {
+      std::string_view rest = v;
+      while (!rest.empty()) {
+        size_t semi = rest.find(';');
+        std::string_view c = rest.substr(0, semi);
+        while (!c.empty() && c.front() == ' ') c.remove_prefix(1);
+        if (!c.empty()) cookies.push_back(std::string(c));
+        if (semi == std::string_view::npos) break;
+        rest.remove_prefix(semi + 1);
+      }
+      continue;
+    }
+    if (name == "content-type") content_type = v;
+    if (name == "host") host = v;
+    if (name == "user-agent") user_agent = v;
+    if (headers.contains(name)) {
+      headers[name] = headers[name].get<std::string>() + "," + v;
+    } else {
+      headers[name] = v;
+    }
+  }
+  json params = json::object();
+  for (std::string_view q = query; !q.empty();) {
+    size_t amp = q.find('&');
+    std::string_view part = q.substr(0, amp);
+    size_t eq = part.find('=');
+    std::string k = PercentDecode(part.substr(0, eq));
+    std::string v = eq == std::string_view::npos ? "" : PercentDecode(part.substr(eq + 1));
+    if (!k.empty()) params[k] = params.contains(k) ? params[k].get<std::string>() + "," + v : v;
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  auto now = std::chrono::system_clock::now();
+  bool text = TextContent(content_type) && ValidUtf8(call->body);
+  json event = {
+      {"version", "2.0"},
+      {"routeKey", "$default"},
+      {"rawPath", std::string(path)},
+      {"rawQueryString", std::string(query)},
+      {"headers", headers},
+      {"requestContext",
+       {{"accountId", "000000000000"},
+        {"apiId", "pilotlight"},
+        {"domainName", host},
+        {"domainPrefix", host.substr(0, host.find('.'))},
+        {"http",
+         {{"method", req.method},
+          {"path", std::string(path)},
+          {"protocol", "HTTP/1.1"},
+          {"sourceIp", req.remote_addr},
+          {"userAgent", user_agent}}},
+        {"requestId", call->request_id},
+        {"routeKey", "$default"},
+        {"stage", "$default"},
+        {"time", ClfTime(now)},
+        {"timeEpoch", std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()}}},
+      {"isBase64Encoded", !text}};
+  if (!cookies.empty()) event["cookies"] = cookies;
+  if (!params.empty()) event["queryStringParameters"] = params;
+  if (!proxy.empty()) event["pathParameters"] = {{"proxy", std::string(proxy)}};
+  if (!call->body.empty()) event["body"] = text ? call->body : Base64Encode(call->body);
+  std::string payload = event.dump(-1, ' ', false, json::error_handler_t::replace);
+
+  RunEvent(call, pool, std::move(payload), [](const std::shared_ptr<Call>& c, StatusOr<runtime::InvocationResult> r) {
+    Response& res = c->response;
+    if (!r.ok()) return c->Fail(r.status());
+    if (r->function_error) {
+      auto doc = json::parse(r->payload, nullptr, false);
+      std::string type = r->error_type, message = r->payload;
+      if (doc.is_object()) message = doc.value("errorMessage", r->payload);
+      res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
+      return c->Fail(502, "function_error", (type.empty() ? "" : type + ": ") + message);
+    }
+    // Lambda function URL response mapping.
+    auto doc = json::parse(r->payload, nullptr, false);
+    if (doc.is_discarded()) {
+      return c->Fail(502, "function_error", "the handler's response is not JSON: " + r->payload.substr(0, 200));
+    }
+    if (!doc.is_object() || !doc.contains("statusCode")) {
+      res.status = 200;
+      res.content_type = "application/json";
+      res.body = std::move(r->payload);
+      return c->Finish();
+    }
+    int status = doc["statusCode"].is_number_integer() ? doc["statusCode"].get<int>() : 0;
+    if (status < 100 || status > 599) {
+      return c->Fail(502, "function_error",
+                     "the handler's statusCode is not an HTTP status: " + doc["statusCode"].dump());
+    }
+    res.status = status;
+    res.content_type = "application/json";
+    if (doc.contains("headers") && doc["headers"].is_object()) {
+      for (auto& [k, v] : doc["headers"].items()) {
+        std::string value = v.is_string() ? v.get<std::string>() : v.dump();
+        if (Lower(k) == "content-type") {
+          res.content_type = value;
+        } else if (value.find_first_of("\r\n") == std::string::npos) {
+          res.headers.emplace_back(k, value);
+        }
+      }
+    }
+    if (doc.contains("cookies") && doc["cookies"].is_array()) {
+      for (auto& cookie : doc["cookies"]) {
+        if (cookie.is_string() && cookie.get<std::string>().find_first_of("\r\n") == std::string::npos) {
+          res.headers.emplace_back("Set-Cookie", cookie.get<std::string>());
+        }
+      }
+    }
+    std::string body =
+        doc.contains("body") ? (doc["body"].is_string() ? doc["body"].get<std::string>() : doc["body"].dump()) : "";
+    if (doc.value("isBase64Encoded", false)) {
+      auto decoded = Base64Decode(body);
+      if (!decoded)
+        return c->Fail(502, "function_error", "the handler's body is marked isBase64Encoded but is not base64");
+      body = std::move(*decoded);
+    }
+    res.body = std::move(body);
+    c->Finish();
+  });
+}
+
+void Gateway::RunEvent(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, std::string payload,
+                       std::function<void(const std::shared_ptr<Call>&, StatusOr<runtime::InvocationResult>)> finish) {
+  auto shared_payload = std::make_shared<std::string>(std::move(payload));
+  pool->Acquire([call, shared_payload, finish = std::move(finish)](StatusOr<scheduler::Lease> acquired) mutable {
+    if (!acquired.ok()) return finish(call, acquired.status());
+    auto lease = std::make_shared<scheduler::Lease>(std::move(acquired).value());
+    RequestLog& log = call->response.log;
+    log.version = lease->version();
+    log.cold_start = lease->cold_start;
+    log.load_ms = ToMillis(lease->load_time);
+    log.queue_ms = std::max(0.0, ToMillis(lease->queue_time) - (lease->cold_start ? log.load_ms : 0.0));
+    runtime::Invocation inv;
+    inv.request_id = call->request_id;
+    inv.payload = std::move(*shared_payload);
+    inv.deadline = lease->run_deadline;
+    auto left = lease->run_deadline - SystemClock::Default()->Now();
+    inv.deadline_epoch_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                (std::chrono::system_clock::now() + left).time_since_epoch())
+                                .count();
+    inv.function_arn = FunctionArn(log.function);
+    inv.trace_id = TraceId();
+    auto t0 = std::chrono::steady_clock::now();
+    lease->instance().Invoke(inv, [call, lease, t0, finish](StatusOr<runtime::InvocationResult> r) {
+      Duration run = std::chrono::steady_clock::now() - t0;
+      call->response.log.handler_ms = ToMillis(run);
+      lease->RecordRun(run);
+      if (lease->first_run) call->response.log.first_run_ms = call->response.log.handler_ms;
+      lease->Release();
+      call->response.headers.emplace_back("X-Cold-Start", call->response.log.cold_start ? "true" : "false");
+      finish(call, std::move(r));
+    });
+  });
+}
+
+void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::string_view function_part,
+                           std::string_view query) {
+  Response& res = call->response;
+  res.headers.emplace_back("x-amzn-RequestId", call->request_id);
+  std::string invocation_type = "RequestResponse", log_type = "None";
+  for (const auto& [k, v] : req.headers) {
+    std::string name = Lower(k);
+    if (name == "x-amz-invocation-type") invocation_type = v;
+    if (name == "x-amz-log-type") log_type = v;
+  }
+  // FunctionName may be a name, NAME:QUALIFIER, or an ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME[:Q]).
+  std::string fn = PercentDecode(function_part);
+  std::string qualifier = QueryParam(query, "Qualifier");
+  if (fn.rfind("arn:", 0) == 0) {
+    auto pos = fn.find(":function:");
+    fn = pos == std::string::npos ? "" : fn.substr(pos + 10);
+  }
+  if (auto colon = fn.find(':'); colon != std::string::npos) {
+    if (qualifier.empty()) qualifier = fn.substr(colon + 1);
+    fn = fn.substr(0, colon);
+  }
+  auto fail = [&](int status, std::string_view type, std::string_view msg) {
+    SetLambdaError(res, status, type, msg);
+    call->Finish();
+  };
+  if (invocation_type != "RequestResponse" && invocation_type != "DryRun" && invocation_type != "Event") {
+    return fail(400, "InvalidParameterValueException",
+                "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not '" + invocation_type + "'");
+  }
+  auto* pool = scheduler_->Find(fn);
+  res.log.function = fn.substr(0, 128);
+  if (!pool) return fail(404, "ResourceNotFoundException", "Function not found: " + FunctionArn(fn));
+  res.function_metrics = pool->metrics();
+  bool latest = qualifier.empty() || qualifier == "$LATEST";
+  if (pool->IsProcess() && !latest) {
+    return fail(404, "ResourceNotFoundException",
+                "Function not found: " + FunctionArn(fn) + ":" + qualifier + " (process functions have only $LATEST)");
+  }
+  if (!pool->IsProcess() && !latest) {
+    auto pinned = scheduler_->FindVersion(fn, qualifier);
+    if (!pinned.ok()) {
+      return fail(404, "ResourceNotFoundException",
+                  "Function not found: " + FunctionArn(fn) + ":" + qualifier + " (" + pinned.status().message() + ")");
+    }
+    pool = *pinned;
+  }
+  if (invocation_type == "DryRun") {
+    res.status = 204;
+    res.content_type = "application/json";
+    return call->Finish();
+  }
+  if (invocation_type == "Event") {
+    return fail(400, "InvalidParameterValueException",
+                "asynchronous invocations (X-Amz-Invocation-Type: Event) are not supported by this server yet; "
+                "use RequestResponse");
+  }
+  bool tail = log_type == "Tail";
+  std::string request_id = call->request_id;
+  // Lambda's START/END/REPORT framing around the invocation's output, for X-Amz-Log-Result.
+  auto log_result = [request_id](const RequestLog& log, std::string_view output, const std::string& version) {
+    std::string text = fmt::format("START RequestId: {} Version: {}\n", request_id, version);
+    text += output;
+    if (!output.empty() && output.back() != '\n') text += '\n';
+    text += fmt::format("END RequestId: {}\nREPORT RequestId: {}\tDuration: {:.2f} ms\tBilled Duration: {} ms",
+                        request_id, request_id, log.handler_ms, static_cast<int64_t>(std::ceil(log.handler_ms)));
+    if (log.cold_start) text += fmt::format("\tInit Duration: {:.2f} ms", log.fetch_ms + log.load_ms);
+    text += "\t\n";
+    if (text.size() > 4096) text = text.substr(text.size() - 4096);
+    return Base64Encode(text);
+  };
+
+  if (pool->IsProcess()) {
+    return RunEvent(call, pool, call->body,
+                    [tail, log_result](const std::shared_ptr<Call>& c, StatusOr<runtime::InvocationResult> r) {
+                      Response& res = c->response;
+                      res.headers.emplace_back("X-Amz-Executed-Version", "$LATEST");
+                      std::string output;
+                      if (!r.ok()) {
+                        StatusCode code = r.status().code();
+                        // As on Lambda: timeouts, crashes and oversized responses are function errors
+                        // (200 with X-Amz-Function-Error), not service errors.
+                        const char* type = code == StatusCode::kDeadlineExceeded ? "Sandbox.Timedout"
+                                           : code == StatusCode::kWorkerFailed   ? "Runtime.ExitError"
+                                           : code == StatusCode::kOutOfRange     ? "Function.ResponseSizeTooLarge"
+                                                                                 : nullptr;
+                        if (!type) {
+                          ApiError e = MapStatus(r.status());
+                          SetLambdaError(res, e.http_status, LambdaErrorType(e.http_status), r.status().message());
+                          return c->Finish();
+                        }
+                        res.status = 200;
+                        res.content_type = "application/json";
+                        res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
+                        res.body = nlohmann::json({{"errorType", type}, {"errorMessage", r.status().message()}}).dump();
+                        res.log.error_type = type;
+                      } else {
+                        res.status = 200;
+                        res.content_type = "application/json";
+                        if (r->function_error) {
+                          res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
+                          res.log.error_type = "function_error";
+                        }
+                        res.body = std::move(r->payload);
+                        output = std::move(r->log);
+                      }
+                      if (tail) res.headers.emplace_back("X-Amz-Log-Result", log_result(res.log, output, "$LATEST"));
+                      c->Finish();
+                    });
+  }
+  // onnx: the seeds' JSON as payload, through the same path as /v1/functions/{name}/invoke;
+  // the answer is reshaped into the Invoke API's headers and error types.
+  element doc;
+  if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
+    return fail(400, "InvalidRequestContentException", "Could not parse request body into json");
+  }
+  auto done = std::move(call->done);
+  call->done = [done = std::move(done), tail, log_result](Response&& r) {
+    if (r.status >= 400) {
+      auto doc = nlohmann::json::parse(r.body, nullptr, false);
+      std::string message = r.body;
+      if (doc.is_object() && doc.contains("error")) message = doc["error"].value("message", r.body);
+      Response out;
+      out.log = std::move(r.log);
+      out.function_metrics = r.function_metrics;
+      for (auto& h : r.headers) {
+        if (h.first == "x-amzn-RequestId") out.headers.push_back(h);
+      }
+      SetLambdaError(out, r.status == 503 || r.status == 504 || r.status == 500 ? r.status : r.status,
+                     LambdaErrorType(r.status), message);
+      return done(std::move(out));
+    }
+    r.headers.emplace_back("X-Amz-Executed-Version", r.log.version);
+    if (tail) r.headers.emplace_back("X-Amz-Log-Result", log_result(r.log, "", r.log.version));
+    done(std::move(r));
+  };
+  Invoke(call, pool, doc);
 }
 
 }  // namespace pilotlight::gateway

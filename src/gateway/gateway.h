@@ -1,6 +1,10 @@
 // Gateway: the public API surface, independent of the transport.
 //
-//   POST /v1/functions/{name}/invoke   seeds' JSON in, outputs out
+//   POST /v1/functions/{name}/invoke   seeds' JSON in, outputs out (onnx functions)
+//   ANY  /v1/functions/{name}/invoke[/{proxy+}]   process functions: an API Gateway HTTP API
+//                                      (payload format 2.0) event in, its {statusCode, headers,
+//                                      body} out, as on Lambda function URLs
+//   POST /2015-03-31/functions/{name}/invocations  the AWS Lambda Invoke API, every function
 //   POST /v1/infer                     routed by ?model=, X-Model, "model" in the body, or
 //                                      default_function
 //   POST /v1/batch                     array of /v1/infer bodies → array of results/errors
@@ -52,6 +56,13 @@ class Gateway {
   void Batch(std::shared_ptr<Call> call, std::string_view query);
   void Health(std::shared_ptr<Call> call, std::string_view query);
   void AdminModel(std::shared_ptr<Call> call, const std::string& model, const std::string& action);
+  // process functions
+  void ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, const Request& req, std::string_view path,
+                   std::string_view query, std::string_view proxy);
+  void LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::string_view function_part,
+                    std::string_view query);
+  void RunEvent(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, std::string payload,
+                std::function<void(const std::shared_ptr<Call>&, StatusOr<runtime::InvocationResult>)> finish);
   // `doc` is the parse of call->body on this thread's parser, or null when it must be parsed
   // again (the lease arrived on another thread, or later).
   void Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, simdjson::dom::element doc);

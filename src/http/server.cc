@@ -161,6 +161,11 @@ class Session : public std::enable_shared_from_this<Session> {
     if (auto it = req.find("X-Request-Id"); it != req.end()) greq.x_request_id = std::string(it->value());
     if (auto it = req.find("X-Model"); it != req.end()) greq.x_model = std::string(it->value());
     if (auto it = req.find(bhttp::field::content_type); it != req.end()) greq.content_type = std::string(it->value());
+    greq.headers.reserve(8);
+    for (const auto& f : req) greq.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    beast::error_code ec;
+    auto remote = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    if (!ec) greq.remote_addr = remote.address().to_string();
     greq.body = std::move(req.body());
     keep_alive_ = req.keep_alive();
     version_ = req.version();
@@ -179,7 +184,7 @@ class Session : public std::enable_shared_from_this<Session> {
     res_->set(bhttp::field::server, "pilotlight");
     res_->set(bhttp::field::content_type, r.content_type);
     if (!r.log.request_id.empty()) res_->set("X-Request-Id", r.log.request_id);
-    for (auto& [k, v] : r.headers) res_->set(k, v);
+    for (auto& [k, v] : r.headers) res_->insert(k, v);  // insert: Set-Cookie may repeat
     res_->keep_alive(keep);
     if (method != "HEAD") res_->body() = std::move(r.body);
     res_->prepare_payload();

@@ -40,7 +40,7 @@ Lease::~Lease() { Release(); }
 void Lease::Release() {
   if (pool_ && slot_) {
     std::shared_ptr<Slot> s = std::move(slot_);
-    pool_->Release(s);
+    pool_->Release(std::move(s));
   }
   pool_ = nullptr;
 }
@@ -182,6 +182,7 @@ void FunctionPool::DoLoad(bool for_request) {
     std::lock_guard<std::mutex> l(mu_);
     selector = !slots_.empty() && !active_version_.empty() ? active_version_ : options_.version;
   }
+  if (options_.process) return DoLoadProcess(for_request, t0);
   auto resolved = store_->Resolve(options_.model, selector);
   Status integrity_error;
   if (!resolved.ok() && resolved.status().code() == StatusCode::kDataLoss) {
@@ -283,6 +284,62 @@ void FunctionPool::DoLoad(bool for_request) {
   Deliver(ready, true);
 }
 
+void FunctionPool::DoLoadProcess(bool for_request, TimePoint t0) {
+  auto inst = runtime_ ? runtime_->Load({options_.function, "", options_.process.get()})
+                       : StatusOr<std::unique_ptr<runtime::Instance>>(
+                             FailedPreconditionError("process functions are not enabled in this server"));
+  TimePoint t1 = clock_->Now();
+  Ready ready;
+  std::vector<std::function<void(Status)>> waiters;
+  Status result = inst.ok() ? OkStatus() : inst.status();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    loading_--;
+    if (inst.ok()) {
+      auto slot = std::make_shared<Slot>();
+      slot->id = ++next_slot_id_;
+      slot->instance = std::move(inst).value();
+      slot->manifest.name = options_.function;
+      slot->manifest.version = "$LATEST";
+      slot->last_used = t1;
+      slot->load_time = t1 - t0;
+      slot->pending_cold = for_request;
+      slots_.push_back(slot);
+      active_version_ = "$LATEST";
+      last_good_version_ = "$LATEST";
+      last_error_ = OkStatus();
+      retry_backoff_ = std::chrono::milliseconds(500);
+      metrics_->init_load->Observe(ToSeconds(t1 - t0));
+      LogLine(spdlog::level::info, "worker started")
+          .Str("function", options_.function)
+          .Num("init_ms", ToMillis(t1 - t0))
+          .Int("instances", static_cast<int64_t>(slots_.size()))
+          .Bool("for_request", for_request);
+      waiters.swap(warm_waiters_);
+      PumpLocked(ready);
+      if (!queue_.empty() && !FreeSlotLocked() && static_cast<int>(slots_.size()) < options_.max_instances) {
+        StartLoadLocked(true);
+      }
+    } else {
+      last_error_ = result;
+      metrics_->load_failures->Increment();
+      retry_after_ = t1 + retry_backoff_;
+      retry_backoff_ = std::min<Duration>(retry_backoff_ * 2, std::chrono::seconds(30));
+      LogLine(spdlog::level::err, "worker failed to start")
+          .Str("function", options_.function)
+          .Str("error", result.ToString());
+      waiters.swap(warm_waiters_);
+      if (slots_.empty()) {
+        for (auto& w : queue_) ready.emplace_back(std::move(w.cb), result);
+        queue_.clear();
+      }
+    }
+    UpdateGaugesLocked();
+  }
+  for (auto& w : waiters) w(result);
+  Deliver(ready, true);
+}
+
 void FunctionPool::PumpLocked(Ready& ready) {
   while (!queue_.empty()) {
     auto slot = FreeSlotLocked();
@@ -305,7 +362,7 @@ void FunctionPool::Deliver(Ready& ready, bool post) {
   ready.clear();
 }
 
-void FunctionPool::Release(const std::shared_ptr<Slot>& slot) {
+void FunctionPool::Release(std::shared_ptr<Slot> slot) {
   Ready ready;
   std::shared_ptr<Slot> unload;
   {
@@ -313,6 +370,22 @@ void FunctionPool::Release(const std::shared_ptr<Slot>& slot) {
     slot->in_flight--;
     in_flight_--;
     slot->last_used = clock_->Now();
+    if (!slot->retiring && slot->in_flight == 0 && !slot->instance->Healthy()) {
+      // Its worker died or was killed (crash, timeout, memory): replace it.
+      auto it = std::find(slots_.begin(), slots_.end(), slot);
+      if (it != slots_.end()) {
+        unload = *it;
+        slots_.erase(it);
+        LogLine(spdlog::level::warn, "instance replaced (unhealthy)")
+            .Str("function", options_.function)
+            .Int("instances", static_cast<int64_t>(slots_.size()));
+        if (!draining_ && loading_ == 0 &&
+            (!queue_.empty() || static_cast<int>(slots_.size()) < options_.min_instances) &&
+            static_cast<int>(slots_.size()) < options_.max_instances) {
+          StartLoadLocked(!queue_.empty());
+        }
+      }
+    }
     if (slot->retiring && slot->in_flight == 0) {
       auto it = std::find(retiring_.begin(), retiring_.end(), slot);
       if (it != retiring_.end()) {
@@ -339,7 +412,10 @@ void FunctionPool::Release(const std::shared_ptr<Slot>& slot) {
     UpdateGaugesLocked();
   }
   // Destroying a session takes a while: never on the request's thread.
-  if (unload) loaders_->Post([unload]() mutable { unload.reset(); });
+  if (unload) {
+    slot.reset();
+    loaders_->Post([unload = std::move(unload)]() mutable { unload.reset(); });
+  }
   Deliver(ready, true);
 }
 
@@ -357,6 +433,16 @@ void FunctionPool::Tick() {
           ResourceExhaustedError(fmt::format(
               "function '{}' had no free instance within queue_timeout ({} ms); retry later", options_.function,
               std::chrono::duration_cast<std::chrono::milliseconds>(options_.queue_timeout).count())));
+    }
+    // Instances whose worker died while idle go at once.
+    for (auto it = slots_.begin(); it != slots_.end();) {
+      if ((*it)->in_flight == 0 && !(*it)->instance->Healthy()) {
+        LogLine(spdlog::level::warn, "instance replaced (unhealthy)").Str("function", options_.function);
+        unload.push_back(std::move(*it));
+        it = slots_.erase(it);
+      } else {
+        ++it;
+      }
     }
     // Unload idle instances beyond the warm pool, least recently used first.
     std::sort(slots_.begin(), slots_.end(), [](const auto& a, const auto& b) { return a->last_used > b->last_used; });

@@ -59,6 +59,9 @@ struct PoolOptions {
   Duration poll_interval = std::chrono::seconds(2);
   // After a failed swap, the same version is tried again no sooner than this.
   Duration swap_retry = std::chrono::seconds(30);
+  // Set for `process` functions: instances are worker processes started from this spec (no
+  // model in the store; version "$LATEST"; concurrency 1).
+  std::shared_ptr<const runtime::ProcessSpec> process = nullptr;
 };
 
 struct Slot;
@@ -142,6 +145,7 @@ class FunctionPool {
   void SwapTo(const std::string& version, std::function<void(Status)> done);
   bool Warm() const;
   bool Pinned() const { return options_.version != "current"; }
+  bool IsProcess() const { return options_.process != nullptr; }
 
   // Refuses new requests (Unavailable); queued and in-flight ones complete.
   void BeginDrain();
@@ -163,9 +167,12 @@ class FunctionPool {
   };
   using Ready = std::vector<std::pair<AcquireCallback, StatusOr<Lease>>>;
 
-  void Release(const std::shared_ptr<Slot>& slot);
+  // Takes the lease's reference: an instance that must go is destroyed on a loader thread,
+  // never on the releasing thread (which may be one of the instance's own threads).
+  void Release(std::shared_ptr<Slot> slot);
   void StartLoadLocked(bool for_request);  // requires mu_
   void DoLoad(bool for_request);
+  void DoLoadProcess(bool for_request, TimePoint t0);
   void StartSwapLocked(const std::string& version);  // requires mu_
   void DoSwap(std::string version, int count);
   void PumpLocked(Ready& ready);  // requires mu_

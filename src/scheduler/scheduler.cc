@@ -19,6 +19,20 @@ PoolOptions PoolOptionsFromConfig(const config::FunctionConfig& f, Duration defa
   o.max_queue = f.max_queue;
   o.queue_timeout = f.queue_timeout;
   o.timeout = f.timeout;
+  if (f.runtime == "process") {
+    auto spec = std::make_shared<runtime::ProcessSpec>();
+    spec->command = f.command;
+    spec->handler = f.handler;
+    spec->cwd = f.cwd;
+    spec->env = f.env;
+    spec->memory_mb = f.memory_mb;
+    spec->init_timeout = f.init_timeout;
+    if (const char* r = std::getenv("AWS_REGION"); r && *r) spec->region = r;
+    o.process = spec;
+    o.version = "$LATEST";
+    o.concurrency = 1;
+    o.poll_interval = Duration::zero();
+  }
   return o;
 }
 
@@ -51,7 +65,8 @@ Scheduler::~Scheduler() {
 void Scheduler::AddFunction(const PoolOptions& o) {
   std::lock_guard<std::mutex> l(mu_);
   if (pools_.count(o.function)) return;
-  pools_[o.function] = std::make_unique<FunctionPool>(o, store_, runtime_, metrics_->ForFunction(o.function), clock_,
+  runtime::Runtime* rt = o.process ? process_runtime_ : runtime_;
+  pools_[o.function] = std::make_unique<FunctionPool>(o, store_, rt, metrics_->ForFunction(o.function), clock_,
                                                       workers_.get(), loaders_.get());
 }
 
@@ -79,6 +94,27 @@ FunctionPool* Scheduler::Find(const std::string& name) {
   AddFunction(PoolOptionsFromConfig(config::DefaultFunction(name), options_.default_poll_interval));
   std::lock_guard<std::mutex> l(mu_);
   return pools_[name].get();
+}
+
+StatusOr<FunctionPool*> Scheduler::FindVersion(const std::string& name, const std::string& version) {
+  FunctionPool* base = Find(name);
+  if (!base) return NotFoundError("function '" + name + "' does not exist");
+  if (base->IsProcess()) return NotFoundError("process functions have only $LATEST");
+  PL_RETURN_IF_ERROR(store::ValidateName(version, "version"));
+  std::string key = name + "@" + version;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = pools_.find(key);
+    if (it != pools_.end()) return it->second.get();
+  }
+  PL_RETURN_IF_ERROR(store_->ReadManifest(base->options().model, version).status());
+  PoolOptions o = base->options();
+  o.function = key;
+  o.version = version;
+  o.min_instances = 0;
+  AddFunction(o);
+  std::lock_guard<std::mutex> l(mu_);
+  return pools_[key].get();
 }
 
 std::vector<std::string> Scheduler::FunctionNames() const {

@@ -48,10 +48,16 @@ class Scheduler {
             Clock* clock);
   ~Scheduler();
 
+  // The runtime for `process` functions (set before adding any).
+  void SetProcessRuntime(runtime::Runtime* r) { process_runtime_ = r; }
   void AddFunction(const PoolOptions& options);
   // nullptr when unknown (and, with auto_functions, not in the store either).
   FunctionPool* Find(const std::string& name);
   std::vector<std::string> FunctionNames() const;
+  // A pool serving `version` of onnx function `name` (the Lambda Invoke API's Qualifier),
+  // created on first use with the function's limits. NotFound when the version is not in the
+  // store.
+  StatusOr<FunctionPool*> FindVersion(const std::string& name, const std::string& version);
 
   // Starts warm pools (min_instances) now.
   void Start();
@@ -76,6 +82,7 @@ class Scheduler {
   const SchedulerOptions options_;
   store::ModelStore* const store_;
   runtime::Runtime* const runtime_;
+  runtime::Runtime* process_runtime_ = nullptr;
   metrics::Registry* const metrics_;
   Clock* const clock_;
   std::unique_ptr<ThreadPool> workers_;

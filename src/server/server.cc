@@ -11,6 +11,7 @@
 #include "http/server.h"
 #include "metrics/metrics.h"
 #include "runtime/onnx/ort_runtime.h"
+#include "runtime/process/process_runtime.h"
 #include "scheduler/scheduler.h"
 #include "store/model_store.h"
 
@@ -88,7 +89,9 @@ int Serve(const config::Config& cfg) {
   scheduler::SchedulerOptions sopts;
   sopts.auto_functions = !cfg.functions_listed;
   sopts.default_poll_interval = cfg.server.poll_interval;
+  runtime::ProcessRuntime process_runtime(runtime::ProcessRuntime::Options{});
   auto sched = std::make_unique<scheduler::Scheduler>(sopts, &store, &runtime, &metrics, SystemClock::Default());
+  sched->SetProcessRuntime(&process_runtime);
 
   std::vector<std::string> names;
   if (cfg.functions_listed) {

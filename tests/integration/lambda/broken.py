@@ -1,0 +1,1 @@
+raise ImportError("this handler cannot load: missing dependency 'torch'")
