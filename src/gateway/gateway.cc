@@ -25,14 +25,30 @@ simdjson::dom::parser& ThreadParser() {
   return parser;
 }
 
-// Value of `key` in a query string ("a=1&model=x"); no percent-decoding is needed for the
-// names we accept ([A-Za-z0-9._-]).
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() + 0 && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Value of `key` in a query string ("a=1&model=x"), percent-decoded (boto3 sends
+// Qualifier=%24LATEST).
 std::string QueryParam(std::string_view query, std::string_view key) {
   while (!query.empty()) {
     size_t amp = query.find('&');
     std::string_view part = query.substr(0, amp);
     size_t eq = part.find('=');
-    if (part.substr(0, eq) == key) return std::string(eq == std::string_view::npos ? "" : part.substr(eq + 1));
+    if (part.substr(0, eq) == key) return eq == std::string_view::npos ? "" : PercentDecode(part.substr(eq + 1));
     if (amp == std::string_view::npos) break;
     query.remove_prefix(amp + 1);
   }
@@ -547,22 +563,6 @@ bool TextContent(std::string_view ct) {
          t.find("x-www-form-urlencoded") != std::string::npos;
 }
 
-std::string PercentDecode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() + 0 && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
 std::string ClfTime(std::chrono::system_clock::time_point t) {
   std::time_t tt = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
@@ -634,7 +634,7 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
       continue;
     }
     if (name == "content-type") content_type = v;
-    if (name == "host") host = v;
+    if (name == "host") host = v.substr(0, !v.empty() && v[0] == '[' ? v.find(']') + 1 : v.find(':'));
     if (name == "user-agent") user_agent = v;
     if (headers.contains(name)) {
       headers[name] = headers[name].get<std::string>() + "," + v;
@@ -690,7 +690,10 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
     if (r->function_error) {
       auto doc = json::parse(r->payload, nullptr, false);
       std::string type = r->error_type, message = r->payload;
-      if (doc.is_object()) message = doc.value("errorMessage", r->payload);
+      if (doc.is_object()) {
+        message = doc.value("errorMessage", r->payload);
+        if (doc.contains("errorType") && doc["errorType"].is_string()) type = doc["errorType"].get<std::string>();
+      }
       res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
       return c->Fail(502, "function_error", (type.empty() ? "" : type + ": ") + message);
     }
@@ -744,8 +747,14 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
 
 void Gateway::RunEvent(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, std::string payload,
                        std::function<void(const std::shared_ptr<Call>&, StatusOr<runtime::InvocationResult>)> finish) {
-  auto shared_payload = std::make_shared<std::string>(std::move(payload));
-  pool->Acquire([call, shared_payload, finish = std::move(finish)](StatusOr<scheduler::Lease> acquired) mutable {
+  RunEventAttempt(std::move(call), pool, std::make_shared<const std::string>(std::move(payload)), std::move(finish), 0);
+}
+
+void Gateway::RunEventAttempt(
+    std::shared_ptr<Call> call, scheduler::FunctionPool* pool, std::shared_ptr<const std::string> shared_payload,
+    std::function<void(const std::shared_ptr<Call>&, StatusOr<runtime::InvocationResult>)> finish, int attempt) {
+  pool->Acquire([this, call, pool, shared_payload, finish = std::move(finish),
+                 attempt](StatusOr<scheduler::Lease> acquired) mutable {
     if (!acquired.ok()) return finish(call, acquired.status());
     auto lease = std::make_shared<scheduler::Lease>(std::move(acquired).value());
     RequestLog& log = call->response.log;
@@ -755,7 +764,7 @@ void Gateway::RunEvent(std::shared_ptr<Call> call, scheduler::FunctionPool* pool
     log.queue_ms = std::max(0.0, ToMillis(lease->queue_time) - (lease->cold_start ? log.load_ms : 0.0));
     runtime::Invocation inv;
     inv.request_id = call->request_id;
-    inv.payload = std::move(*shared_payload);
+    inv.payload = *shared_payload;
     inv.deadline = lease->run_deadline;
     auto left = lease->run_deadline - SystemClock::Default()->Now();
     inv.deadline_epoch_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -764,7 +773,14 @@ void Gateway::RunEvent(std::shared_ptr<Call> call, scheduler::FunctionPool* pool
     inv.function_arn = FunctionArn(log.function);
     inv.trace_id = TraceId();
     auto t0 = std::chrono::steady_clock::now();
-    lease->instance().Invoke(inv, [call, lease, t0, finish](StatusOr<runtime::InvocationResult> r) {
+    lease->instance().Invoke(inv, [this, call, pool, lease, t0, finish, shared_payload,
+                                   attempt](StatusOr<runtime::InvocationResult> r) mutable {
+      if (!r.ok() && r.status().code() == StatusCode::kUnavailable && attempt < 2) {
+        // The worker went away before it took the event (never delivered): give it to another
+        // instance, as Lambda only hands events to a runtime waiting in /next.
+        lease->Release();
+        return RunEventAttempt(call, pool, shared_payload, std::move(finish), attempt + 1);
+      }
       Duration run = std::chrono::steady_clock::now() - t0;
       call->response.log.handler_ms = ToMillis(run);
       lease->RecordRun(run);
@@ -903,8 +919,7 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
       for (auto& h : r.headers) {
         if (h.first == "x-amzn-RequestId") out.headers.push_back(h);
       }
-      SetLambdaError(out, r.status == 503 || r.status == 504 || r.status == 500 ? r.status : r.status,
-                     LambdaErrorType(r.status), message);
+      SetLambdaError(out, r.status, LambdaErrorType(r.status), message);
       return done(std::move(out));
     }
     r.headers.emplace_back("X-Amz-Executed-Version", r.log.version);

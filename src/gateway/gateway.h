@@ -63,6 +63,10 @@ class Gateway {
                     std::string_view query);
   void RunEvent(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, std::string payload,
                 std::function<void(const std::shared_ptr<Call>&, StatusOr<runtime::InvocationResult>)> finish);
+  void RunEventAttempt(std::shared_ptr<Call> call, scheduler::FunctionPool* pool,
+                       std::shared_ptr<const std::string> payload,
+                       std::function<void(const std::shared_ptr<Call>&, StatusOr<runtime::InvocationResult>)> finish,
+                       int attempt);
   // `doc` is the parse of call->body on this thread's parser, or null when it must be parsed
   // again (the lease arrived on another thread, or later).
   void Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, simdjson::dom::element doc);

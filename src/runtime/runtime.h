@@ -66,7 +66,8 @@ class Instance {
                                                          TimePoint deadline) = 0;
   // Process functions: hands `inv` to the worker; `done` runs exactly once, on another thread,
   // with the handler's result, DeadlineExceeded (worker killed at the deadline), WorkerFailed
-  // (the worker died or misbehaved), OutOfRange (response over the cap). Never blocks.
+  // (the worker died or misbehaved), OutOfRange (response over the cap), Unavailable (the
+  // event was never delivered: the worker had gone; safe to retry elsewhere). Never blocks.
   virtual void Invoke(const Invocation& inv, InvokeCallback done) {
     (void)inv;
     done(FailedPreconditionError("this function runs models, not events"));

@@ -91,7 +91,7 @@ class Worker final : public Instance {
     if (dead_ || killing_) {
       std::string why = death_.empty() ? "it is being replaced" : death_;
       l.unlock();
-      done(WorkerFailedError("the worker of function '" + function_ + "' is not running (" + why + ")"));
+      done(UnavailableError("the worker of function '" + function_ + "' is not running (" + why + ")"));
       return;
     }
     if (pending_ || running_) {
@@ -316,7 +316,14 @@ void Worker::Reap() {
     dead_ = true;
     death_ = DescribeExit(status);
     ::kill(-pid, SIGKILL);  // anything it left behind in its group
-    if (running_ || pending_) {
+    if (!running_ && pending_ && kill_reason_ != "timeout") {
+      // The event was never handed out (the worker died between its last answer and its next
+      // GET .../next): Unavailable tells the caller it may give it to another instance.
+      failure =
+          UnavailableError(fmt::format("the worker of function '{}' {} before taking the event", function_, death_));
+      done = std::move(done_);
+      pending_.reset();
+    } else if (running_ || pending_) {
       const Invocation& inv = running_ ? *running_ : *pending_;
       if (kill_reason_ == "timeout") {
         failure = DeadlineExceededError(fmt::format(

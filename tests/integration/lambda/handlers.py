@@ -57,3 +57,85 @@ def hog(event, context):
         blocks.append(bytearray(1024 * 1024))  # touched: resident
         time.sleep(0.002)
     return len(blocks)
+
+
+# --- used by test_process.py ----------------------------------------------------------------
+def _payload(event):
+    """The JSON the caller sent: the event itself (Invoke API), or the body of an API Gateway
+    HTTP API 2.0 event (/v1/functions/NAME/invoke)."""
+    if isinstance(event, dict) and event.get("version") == "2.0" and "requestContext" in event:
+        import base64
+        import json
+        body = event.get("body") or ""
+        if event.get("isBase64Encoded"):
+            body = base64.b64decode(body).decode("utf-8")
+        return json.loads(body) if body else {}
+    return event
+
+
+def pid(event, context):
+    """The worker's pid (replacement checks), optionally after sleeping event["ms"]."""
+    event = _payload(event)
+    ms = (event or {}).get("ms", 0) if isinstance(event, dict) else 0
+    if ms:
+        time.sleep(ms / 1000.0)
+    return {"pid": os.getpid()}
+
+
+def sleep(event, context):
+    """Sleeps event["ms"] milliseconds; returns pid and when it ran (epoch seconds)."""
+    event = _payload(event)
+    t0 = time.time()
+    time.sleep(event["ms"] / 1000.0)
+    return {"pid": os.getpid(), "start": t0, "end": time.time()}
+
+
+def context(event, context):
+    """The Lambda context as the runtime client saw it (from the /next headers)."""
+    return {"aws_request_id": context.aws_request_id, "deadline_ms": context.deadline_ms,
+            "invoked_function_arn": context.invoked_function_arn, "trace_id": context.trace_id,
+            "function_name": context.function_name, "function_version": context.function_version,
+            "memory_limit_in_mb": context.memory_limit_in_mb, "now_ms": int(time.time() * 1000)}
+
+
+def environ(event, context):
+    """The whole environment, the process group, and the temporary directory's state."""
+    tmp = os.environ.get("TMPDIR")
+    marker = None
+    if tmp:
+        marker = os.path.join(tmp, "marker.txt")
+        with open(marker, "w") as f:
+            f.write("written by the handler\n")
+    return {"env": dict(os.environ), "pid": os.getpid(), "pgid": os.getpgid(0),
+            "sid": os.getsid(0), "ppid": os.getppid(), "cwd": os.getcwd(),
+            "tmp_is_dir": bool(tmp) and os.path.isdir(tmp), "marker": marker}
+
+
+def raw(event, context):
+    """Returns event["result"] unchanged (a bare value, or a function-URL response object)."""
+    return _payload(event)["result"]
+
+
+def mirror(event, context):
+    """Answers an API Gateway 2.0 event with its own body, decoded, as a binary response."""
+    import base64
+    body = event.get("body") or ""
+    data = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8")
+    return {"statusCode": 200, "headers": {"Content-Type": "application/octet-stream"},
+            "isBase64Encoded": True, "body": base64.b64encode(data[::-1]).decode("ascii")}
+
+
+_children = []
+
+
+def family(event, context):
+    """Starts a child process (`sleep 600`, same process group) once per worker; returns both
+    pids, after sleeping event["ms"] if given."""
+    import subprocess
+    event = _payload(event)
+    if not _children:
+        _children.append(subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL))
+    ms = (event or {}).get("ms", 0) if isinstance(event, dict) else 0
+    if ms:
+        time.sleep(ms / 1000.0)
+    return {"pid": os.getpid(), "child": _children[0].pid}
