@@ -849,3 +849,19 @@ def test_good_process_config_with_every_key(start_server):
         queue_timeout="3s", concurrency=1)}})
     body = assert_ok(server.invoke("fn", {"k": 1}))
     assert body["event"]["body"] == '{"k": 1}' or body["event"]["body"] == '{"k":1}', body
+
+
+def test_runtime_client_with_two_connections_is_served(start_server):
+    """A client may keep a connection idle and open another: /next on the second must not wait
+    for the first to close."""
+    lam = Path(__file__).resolve().parent / "lambda"
+    srv = start_server(config={"functions": {"two": {
+        "runtime": "process", "command": ["/usr/bin/python3", str(lam / "two_connections.py")],
+        "cwd": str(lam), "timeout": "5s"}}})
+    pids = set()
+    for i in range(3):
+        r = srv.session.post(srv.url + "/2015-03-31/functions/two/invocations", json={"n": i}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["echo"] == {"n": i}
+        pids.add(r.json()["pid"])
+    assert len(pids) == 1, "one worker served all three"

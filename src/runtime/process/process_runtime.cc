@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <optional>
 #include <random>
+#include <set>
 
 #include <fmt/format.h>
 #include <boost/asio/ip/tcp.hpp>
@@ -151,7 +153,7 @@ class Worker final : public Instance {
         if (kill_reason_.empty()) kill_reason_ = "stop";
         ::kill(-pid_, SIGKILL);
       }
-      if (conn_fd_ >= 0) ::shutdown(conn_fd_, SHUT_RDWR);
+      for (int fd : conn_fds_) ::shutdown(fd, SHUT_RDWR);
     }
     cv_.notify_all();
     boost::system::error_code ec;
@@ -163,6 +165,7 @@ class Worker final : public Instance {
   }
 
   void Serve();
+  void ServeConnection(tcp::socket& s);
   bool Handle(tcp::socket& s, bhttp::request<bhttp::string_body>& req, bhttp::response<bhttp::string_body>& res);
   void Reap();
   void PumpOutput(int fd);
@@ -180,7 +183,7 @@ class Worker final : public Instance {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   pid_t pid_ = -1;                                          // GUARDED_BY(mu_) process group leader
-  int conn_fd_ = -1;                                        // GUARDED_BY(mu_)
+  std::set<int> conn_fds_;                                  // GUARDED_BY(mu_) open Runtime API connections
   bool ready_ = false;                                      // GUARDED_BY(mu_) asked for its first event
   std::string init_error_;                                  // GUARDED_BY(mu_) from POST /runtime/init/error
   bool dead_ = false, killing_ = false, stopping_ = false;  // GUARDED_BY(mu_)
@@ -341,7 +344,7 @@ void Worker::Reap() {
       running_.reset();
       pending_.reset();
     }
-    if (conn_fd_ >= 0) ::shutdown(conn_fd_, SHUT_RDWR);
+    for (int fd : conn_fds_) ::shutdown(fd, SHUT_RDWR);
   }
   std::string death, reason;
   bool stopping;
@@ -509,63 +512,94 @@ bool Worker::Handle(tcp::socket& s, bhttp::request<bhttp::string_body>& req, bht
 }
 
 void Worker::Serve() {
+  // One thread per connection: a client may keep one connection idle and open another (the
+  // Runtime API has no rule against it), and /next blocks its connection while it waits.
+  struct Conn {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Conn> conns;
   while (true) {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (stopping_ || dead_) break;
     }
-    tcp::socket s(ioc_);
+    auto s = std::make_shared<tcp::socket>(ioc_);
     boost::system::error_code ec;
-    acceptor_.accept(s, ec);
+    acceptor_.accept(*s, ec);
     if (ec) break;
-    ::fcntl(s.native_handle(), F_SETFD, FD_CLOEXEC);
+    ::fcntl(s->native_handle(), F_SETFD, FD_CLOEXEC);
     {
       std::lock_guard<std::mutex> l(mu_);
-      conn_fd_ = s.native_handle();
-      if (stopping_ || dead_) ::shutdown(conn_fd_, SHUT_RDWR);
+      conn_fds_.insert(s->native_handle());
+      if (stopping_ || dead_) ::shutdown(s->native_handle(), SHUT_RDWR);
     }
-    beast::flat_buffer buffer;
-    while (true) {
-      bhttp::request_parser<bhttp::string_body> parser;
-      parser.header_limit(64 * 1024);
-      parser.body_limit(spec_.max_response_bytes);
-      bhttp::read(s, buffer, parser, ec);
-      if (ec == bhttp::error::body_limit) {
-        // A response over the cap: Lambda answers the runtime 413 and the caller gets an error.
-        bool ours;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          ours = running_.has_value();
-        }
-        if (ours) {
-          Complete(OutOfRangeError(
-              fmt::format("function '{}' returned a response over {} bytes (Lambda's synchronous payload limit)",
-                          function_, spec_.max_response_bytes)));
-        }
-        bhttp::response<bhttp::string_body> res{bhttp::status::payload_too_large, 11};
-        res.set(bhttp::field::content_type, "application/json");
-        res.body() = "{\"errorMessage\":\"Payload too large\",\"errorType\":\"RequestEntityTooLarge\"}";
-        res.prepare_payload();
-        res.keep_alive(false);
-        bhttp::write(s, res, ec);
-        break;
+    for (auto it = conns.begin(); it != conns.end();) {  // reap finished connection threads
+      if (it->done->load()) {
+        it->thread.join();
+        it = conns.erase(it);
+      } else {
+        ++it;
       }
-      if (ec) break;
-      auto req = parser.release();
-      bhttp::response<bhttp::string_body> res{bhttp::status::ok, req.version()};
-      if (!Handle(s, req, res)) break;
-      res.keep_alive(req.keep_alive());
-      res.prepare_payload();
-      bhttp::write(s, res, ec);
-      if (ec || !req.keep_alive()) break;
     }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      conn_fd_ = -1;
-    }
-    s.shutdown(tcp::socket::shutdown_both, ec);
-    s.close(ec);
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    conns.push_back({std::thread([this, s, done] {
+                       ServeConnection(*s);
+                       done->store(true);
+                     }),
+                     done});
   }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (int fd : conn_fds_) ::shutdown(fd, SHUT_RDWR);
+  }
+  cv_.notify_all();
+  for (auto& c : conns) c.thread.join();
+}
+
+void Worker::ServeConnection(tcp::socket& s) {
+  boost::system::error_code ec;
+  beast::flat_buffer buffer;
+  while (true) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(64 * 1024);
+    parser.body_limit(spec_.max_response_bytes);
+    bhttp::read(s, buffer, parser, ec);
+    if (ec == bhttp::error::body_limit) {
+      // A response over the cap: Lambda answers the runtime 413 and the caller gets an error.
+      bool ours;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        ours = running_.has_value();
+      }
+      if (ours) {
+        Complete(OutOfRangeError(
+            fmt::format("function '{}' returned a response over {} bytes (Lambda's synchronous payload limit)",
+                        function_, spec_.max_response_bytes)));
+      }
+      bhttp::response<bhttp::string_body> res{bhttp::status::payload_too_large, 11};
+      res.set(bhttp::field::content_type, "application/json");
+      res.body() = "{\"errorMessage\":\"Payload too large\",\"errorType\":\"RequestEntityTooLarge\"}";
+      res.prepare_payload();
+      res.keep_alive(false);
+      bhttp::write(s, res, ec);
+      break;
+    }
+    if (ec) break;
+    auto req = parser.release();
+    bhttp::response<bhttp::string_body> res{bhttp::status::ok, req.version()};
+    if (!Handle(s, req, res)) break;
+    res.keep_alive(req.keep_alive());
+    res.prepare_payload();
+    bhttp::write(s, res, ec);
+    if (ec || !req.keep_alive()) break;
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    conn_fds_.erase(s.native_handle());
+  }
+  s.shutdown(tcp::socket::shutdown_both, ec);
+  s.close(ec);
 }
 
 // ---- ProcessRuntime ------------------------------------------------------------------------------
