@@ -274,6 +274,48 @@ int Invoke(const std::string& url, const std::string& name, std::string data) {
   return 0;
 }
 
+// `pilotlight events ...`: the server's /v1/events API, printed for people (or --json).
+int Events(const std::string& url, const std::string& action, const std::string& id, const std::string& status,
+           const std::string& function, int limit, bool as_json) {
+  std::string base = url;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  StatusOr<http::ClientResponse> r = InternalError("unreachable");
+  if (action == "list") {
+    std::string q = fmt::format("?limit={}", limit);
+    if (!status.empty()) q += "&status=" + status;
+    if (!function.empty()) q += "&function=" + function;
+    r = http::Get(base + "/v1/events" + q);
+  } else if (action == "show") {
+    r = http::Get(base + "/v1/events/" + id);
+  } else {
+    r = http::Post(base + "/v1/events/" + id + "/redrive", "", {});
+  }
+  if (!r.ok()) return Fail(r.status());
+  if (r->status >= 400) {
+    std::fprintf(stderr, "error: HTTP %ld from %s: %s\n", r->status, base.c_str(), r->body.c_str());
+    return 1;
+  }
+  auto j = nlohmann::json::parse(r->body, nullptr, false);
+  if (as_json || j.is_discarded()) {
+    std::printf("%s\n", r->body.c_str());
+    return 0;
+  }
+  auto row = [](const nlohmann::json& e) {
+    std::printf("%-32s  %-16s  %-11s  %8d  %-24s  %s\n", e.value("id", "").c_str(), e.value("function", "").c_str(),
+                e.value("status", "").c_str(), e.value("attempts", 0), e.value("created_at", "").c_str(),
+                e.value("error", "").substr(0, 80).c_str());
+  };
+  if (action == "list") {
+    std::printf("%-32s  %-16s  %-11s  %8s  %-24s  %s\n", "ID", "FUNCTION", "STATUS", "ATTEMPTS", "CREATED", "ERROR");
+    for (const auto& e : j["events"]) row(e);
+    if (j["events"].empty()) std::printf("(no events)\n");
+    return 0;
+  }
+  if (action == "redrive") std::printf("redriven: %s is queued again\n", id.c_str());
+  std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -380,6 +422,31 @@ int main(int argc, char** argv) {
   invoke->add_option("-d,--data", i_data, "request body: JSON, or @FILE (@- for stdin)")->required();
   invoke->add_option("--url", i_url, "server base URL")->capture_default_str();
 
+  // events
+  std::string e_url = "http://127.0.0.1:8080", e_id, e_status, e_function;
+  int e_limit = 100;
+  bool e_json = false;
+  auto* events_cmd = app.add_subcommand("events", "Asynchronous invocations on a running server: list, show, redrive");
+  events_cmd->require_subcommand(1);
+  events_cmd->footer(
+      "Events come from POST /v1/functions/NAME/invoke-async or the Lambda Invoke API with\n"
+      "X-Amz-Invocation-Type: Event. Statuses: queued, running, succeeded, dead_letter.\n\n"
+      "Examples:\n  pilotlight events list --status dead_letter\n  pilotlight events show 3f2a...\n"
+      "  pilotlight events redrive 3f2a...");
+  auto* e_list = events_cmd->add_subcommand("list", "List events, newest first");
+  e_list->add_option("--status", e_status, "queued, running, succeeded or dead_letter")
+      ->check(CLI::IsMember({"queued", "running", "succeeded", "dead_letter"}));
+  e_list->add_option("--function", e_function, "only this function's events");
+  e_list->add_option("--limit", e_limit, "at most this many (1-10000)")->capture_default_str();
+  auto* e_show = events_cmd->add_subcommand("show", "Show one event: payload, result or error, attempt history");
+  e_show->add_option("id", e_id, "event id")->required();
+  auto* e_redrive = events_cmd->add_subcommand("redrive", "Queue a dead-lettered event again");
+  e_redrive->add_option("id", e_id, "event id")->required();
+  for (auto* c : {e_list, e_show, e_redrive}) {
+    c->add_option("--url", e_url, "server base URL")->capture_default_str();
+    c->add_flag("--json", e_json, "print the server's JSON as is");
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -412,5 +479,8 @@ int main(int argc, char** argv) {
   if (*rollback) return ModelChange(sa, m_server, m_name, "", true);
   if (*verify) return ModelVerify(sa, m_name, m_version);
   if (*invoke) return Invoke(i_url, i_name, i_data);
+  if (*e_list) return Events(e_url, "list", "", e_status, e_function, e_limit, e_json);
+  if (*e_show) return Events(e_url, "show", e_id, "", "", 0, e_json);
+  if (*e_redrive) return Events(e_url, "redrive", e_id, "", "", 0, e_json);
   return 0;
 }

@@ -113,6 +113,34 @@ class Parser {
     return OkStatus();
   }
 
+  Status ParseAsync(const YAML::Node& n, const std::string& path, AsyncFunctionConfig* a) {
+    PL_RETURN_IF_ERROR(CheckKeys(
+        n, path, {"max_retries", "retry_backoff", "max_event_age", "concurrency_share", "on_success", "on_failure"}));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_retries", path, 0, 100, &a->max_retries));
+    PL_RETURN_IF_ERROR(DurationInto(n, "retry_backoff", path, &a->retry_backoff));
+    PL_RETURN_IF_ERROR(DurationInto(n, "max_event_age", path, &a->max_event_age));
+    if (a->max_event_age < std::chrono::seconds(1)) return Error(path + ".max_event_age", "must be at least 1s");
+    if (n["concurrency_share"]) {
+      try {
+        a->concurrency_share = n["concurrency_share"].as<double>();
+      } catch (const YAML::Exception&) {
+        return Error(path + ".concurrency_share", "must be a number between 0 and 1, e.g. 0.5");
+      }
+      if (!(a->concurrency_share > 0 && a->concurrency_share <= 1)) {
+        return Error(path + ".concurrency_share", "must be greater than 0 and at most 1");
+      }
+    }
+    for (const char* k : {"on_success", "on_failure"}) {
+      std::string* out = std::string(k) == "on_success" ? &a->on_success : &a->on_failure;
+      PL_RETURN_IF_ERROR(StringInto(n, k, path, out));
+      if (!out->empty() && out->rfind("file://", 0) != 0 && out->rfind("http://", 0) != 0 &&
+          out->rfind("https://", 0) != 0) {
+        return Error(path + "." + k, "'" + *out + "' must be file://PATH.jsonl or an http(s):// URL");
+      }
+    }
+    return OkStatus();
+  }
+
   Status ParseCache(const YAML::Node& n, CacheConfig* c) {
     PL_RETURN_IF_ERROR(CheckKeys(n, "cache", {"max_bytes"}));
     return IntInto(n, "max_bytes", "cache", 1, int64_t{1} << 50, &c->max_bytes);
@@ -125,7 +153,8 @@ class Parser {
     PL_RETURN_IF_ERROR(CheckKeys(n, path,
                                  {"model", "version", "min_instances", "max_instances", "concurrency", "idle_timeout",
                                   "max_queue", "queue_timeout", "timeout", "routes", "runtime", "poll_interval",
-                                  "command", "handler", "cwd", "env", "memory_mb", "init_timeout"}));
+                                  "command", "handler", "cwd", "env", "memory_mb", "init_timeout", "async"}));
+    if (n["async"]) PL_RETURN_IF_ERROR(ParseAsync(n["async"], path + ".async", &f->async));
     if (n["runtime"]) {
       f->runtime = n["runtime"].IsScalar() ? n["runtime"].Scalar() : "";
       if (f->runtime != "onnx" && f->runtime != "process") {

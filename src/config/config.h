@@ -44,6 +44,16 @@ struct CacheConfig {
   uint64_t max_bytes = uint64_t{10} << 30;  // least recently used unpinned files go above it
 };
 
+// A function's `async:` block: asynchronous (Event) invocations.
+struct AsyncFunctionConfig {
+  int max_retries = 2;                               // retries after the first failed attempt
+  Duration retry_backoff = std::chrono::seconds(1);  // first retry delay; doubles, with jitter
+  Duration max_event_age = std::chrono::hours(6);    // older events go to the dead-letter store
+  double concurrency_share = 0.5;                    // of the function's capacity, for events
+  std::string on_success;                            // file://PATH.jsonl | http(s)://URL
+  std::string on_failure;
+};
+
 struct FunctionConfig {
   std::string name;
   std::string model;                // store model name; default: the function's name
@@ -65,6 +75,7 @@ struct FunctionConfig {
   std::map<std::string, std::string> env;  // extra environment variables
   int memory_mb = 1024;                    // AWS_LAMBDA_FUNCTION_MEMORY_SIZE; RSS above it replaces the worker
   Duration init_timeout = std::chrono::seconds(10);  // worker start until its first event request
+  AsyncFunctionConfig async;
 };
 
 struct Config {

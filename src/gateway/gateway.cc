@@ -170,6 +170,10 @@ void Gateway::Handle(Request&& req, Done done) {
     std::string_view rest = path.substr(kFn.size());
     size_t slash = rest.find('/');
     std::string_view after = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+    if (after == "/invoke-async" && slash > 0) {
+      if (!post) return wrong_method("POST");
+      return InvokeAsync(call, std::string(rest.substr(0, slash)), false);
+    }
     bool exact = after == kInvoke;
     bool proxied = after.size() > kInvoke.size() && after.substr(0, kInvoke.size() + 1) == "/invoke/";
     if (slash != std::string_view::npos && slash > 0 && (exact || proxied)) {
@@ -211,6 +215,7 @@ void Gateway::Handle(Request&& req, Done done) {
       return AdminModel(call, std::string(rest.substr(0, slash)), std::string(action));
     }
   }
+  if (path == "/v1/events" || path.substr(0, 11) == "/v1/events/") return EventsApi(call, req, path, query);
   if (path == "/v1/infer") return post ? Infer(call, query) : wrong_method("POST");
   if (path == "/v1/batch") return post ? Batch(call, query) : wrong_method("POST");
   if (path == "/v1/health") return get ? Health(call, query) : wrong_method("GET");
@@ -844,9 +849,11 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
     return call->Finish();
   }
   if (invocation_type == "Event") {
-    return fail(400, "InvalidParameterValueException",
-                "asynchronous invocations (X-Amz-Invocation-Type: Event) are not supported by this server yet; "
-                "use RequestResponse");
+    if (!latest) {
+      return fail(400, "InvalidParameterValueException",
+                  "asynchronous invocations run the function's current version; drop the Qualifier");
+    }
+    return InvokeAsync(call, fn, true);
   }
   bool tail = log_type == "Tail";
   std::string request_id = call->request_id;
@@ -941,6 +948,151 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
     if (tail) r.headers.emplace_back("X-Amz-Log-Result", log_result(r.log, "", r.log.version));
     done(std::move(r));
   };
+  Invoke(call, pool, doc);
+}
+
+// ---- asynchronous invocations ----------------------------------------------------------------
+
+void Gateway::InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style) {
+  Response& res = call->response;
+  auto* pool = scheduler_->Find(function);
+  res.log.function = function.substr(0, 128);
+  if (!pool) {
+    if (lambda_style) {
+      SetLambdaError(res, 404, "ResourceNotFoundException", "Function not found: " + FunctionArn(function));
+      return call->Finish();
+    }
+    return call->Fail(404, "not_found", fmt::format("function '{}' does not exist", function));
+  }
+  res.function_metrics = pool->metrics();
+  if (!async_) {
+    return call->Fail(503, "not_ready", "asynchronous invocations are not enabled in this server");
+  }
+  if (!pool->IsProcess()) {
+    // Check the body now: an event that can never run must not be accepted.
+    element doc, inputs;
+    if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS || doc.type() != element_type::OBJECT ||
+        doc["inputs"].get(inputs) != simdjson::SUCCESS) {
+      if (lambda_style) {
+        SetLambdaError(res, 400, "InvalidRequestContentException",
+                       "the payload must be a JSON object with \"inputs\" (the seeds' JSON)");
+        return call->Finish();
+      }
+      return call->Fail(400, "invalid_input", "the body must be a JSON object with \"inputs\" (the seeds' JSON)");
+    }
+  }
+  std::string body = std::move(call->body);
+  async_->Enqueue(function, std::move(body), [call, lambda_style](StatusOr<std::string> id) {
+    Response& r = call->response;
+    if (!id.ok()) return call->Fail(id.status());
+    r.status = 202;
+    r.content_type = "application/json";
+    r.headers.emplace_back("Location", "/v1/events/" + *id);
+    r.headers.emplace_back("X-Event-Id", *id);
+    // Lambda answers an Event invocation with 202 and an empty body.
+    r.body = lambda_style ? "" : "{\"event_id\":\"" + *id + "\"}";
+    call->Finish();
+  });
+}
+
+void Gateway::EventsApi(std::shared_ptr<Call> call, const Request& req, std::string_view path, std::string_view query) {
+  if (!async_) return call->Fail(503, "not_ready", "asynchronous invocations are not enabled in this server");
+  if (path == "/v1/events") {
+    if (req.method != "GET" && req.method != "HEAD") {
+      call->response.headers.emplace_back("Allow", "GET");
+      return call->Fail(405, "method_not_allowed", "use GET /v1/events[?status=S&function=F&limit=N]");
+    }
+    std::string status = QueryParam(query, "status"), function = QueryParam(query, "function");
+    std::string limit_text = QueryParam(query, "limit");
+    std::optional<events::EventStatus> st;
+    if (!status.empty()) {
+      st = events::ParseStatus(status);
+      if (!st) {
+        return call->Fail(400, "invalid_input",
+                          "status must be queued, running, succeeded or dead_letter, not '" + status + "'");
+      }
+    }
+    int limit = 100;
+    if (!limit_text.empty()) {
+      limit = std::atoi(limit_text.c_str());
+      if (limit < 1 || limit > 10000) return call->Fail(400, "invalid_input", "limit must be between 1 and 10000");
+    }
+    auto list = async_->List(st, function, limit);
+    if (!list.ok()) return call->Fail(list.status());
+    std::string body = "{\"events\":[";
+    for (size_t i = 0; i < list->size(); ++i) {
+      if (i) body += ',';
+      body += events::AsyncInvoker::EventJson((*list)[i]);
+    }
+    body += "]}";
+    call->response.body = std::move(body);
+    return call->Finish();
+  }
+  std::string_view rest = path.substr(11);
+  bool redrive = rest.size() > 8 && rest.substr(rest.size() - 8) == "/redrive";
+  std::string id(redrive ? rest.substr(0, rest.size() - 8) : rest);
+  if (id.empty() || id.find('/') != std::string::npos || id.size() > 64) {
+    return call->Fail(404, "not_found", "no route for " + std::string(path));
+  }
+  if (redrive) {
+    if (req.method != "POST") {
+      call->response.headers.emplace_back("Allow", "POST");
+      return call->Fail(405, "method_not_allowed", "use POST /v1/events/ID/redrive");
+    }
+    Status st = async_->Redrive(id);
+    if (!st.ok()) {
+      if (st.code() == StatusCode::kFailedPrecondition) return call->Fail(409, "conflict", st.message());
+      return call->Fail(st);
+    }
+  } else if (req.method != "GET" && req.method != "HEAD") {
+    call->response.headers.emplace_back("Allow", "GET");
+    return call->Fail(405, "method_not_allowed", "use GET /v1/events/ID");
+  }
+  auto e = async_->Get(id);
+  if (!e.ok()) return call->Fail(e.status());
+  call->response.body = events::AsyncInvoker::EventJson(*e);
+  call->Finish();
+}
+
+void Gateway::RunAsyncEvent(const events::Event& e, std::function<void(StatusOr<std::string>)> done) {
+  auto* pool = scheduler_->Find(e.function);
+  if (!pool) return done(NotFoundError("function '" + e.function + "' does not exist (any more)"));
+  auto call = std::make_shared<Call>();
+  call->request_id = e.id;
+  call->response.log.request_id = e.id;
+  call->response.log.function = e.function;
+  call->body = e.payload;
+  call->done = [done = std::move(done)](Response&& r) {
+    bool function_error = false;
+    for (const auto& h : r.headers) function_error |= h.first == "X-Amz-Function-Error";
+    if (r.status >= 200 && r.status < 300 && !function_error) return done(std::move(r.body));
+    std::string message = r.body;
+    auto doc = nlohmann::json::parse(r.body, nullptr, false);
+    if (doc.is_object() && doc.contains("error") && doc["error"].is_object()) {
+      message = doc["error"].value("type", "") + ": " + doc["error"].value("message", "");
+    }
+    done(Status(r.status == 504 ? StatusCode::kDeadlineExceeded : StatusCode::kUnavailable,
+                fmt::format("HTTP {}: {}", r.status, message)));
+  };
+  if (pool->IsProcess()) {
+    // As Lambda's Event invocations: the handler gets the raw payload.
+    return RunEvent(call, pool, e.payload, [](const std::shared_ptr<Call>& c, StatusOr<runtime::InvocationResult> r) {
+      if (!r.ok()) return c->Fail(r.status());
+      if (r->function_error) {
+        c->response.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
+        auto doc = nlohmann::json::parse(r->payload, nullptr, false);
+        std::string msg =
+            doc.is_object() ? doc.value("errorType", r->error_type) + ": " + doc.value("errorMessage", "") : r->payload;
+        return c->Fail(502, "function_error", msg);
+      }
+      c->response.body = std::move(r->payload);
+      c->Finish();
+    });
+  }
+  element doc;
+  if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
+    return call->Fail(400, "invalid_json", "the event payload is not valid JSON");
+  }
   Invoke(call, pool, doc);
 }
 

@@ -5,6 +5,8 @@
 //                                      (payload format 2.0) event in, its {statusCode, headers,
 //                                      body} out, as on Lambda function URLs
 //   POST /2015-03-31/functions/{name}/invocations  the AWS Lambda Invoke API, every function
+//   POST /v1/functions/{name}/invoke-async   durable asynchronous invocation → 202 {"event_id"}
+//   GET  /v1/events[?status=&function=]  GET /v1/events/{id}  POST /v1/events/{id}/redrive
 //   POST /v1/infer                     routed by ?model=, X-Model, "model" in the body, or
 //                                      default_function
 //   POST /v1/batch                     array of /v1/infer bodies → array of results/errors
@@ -23,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "events/async_invoker.h"
 #include "gateway/api.h"
 #include "scheduler/scheduler.h"
 #include "tensor/json_codec.h"
@@ -43,6 +46,11 @@ class Gateway {
   Gateway(GatewayOptions options, scheduler::Scheduler* scheduler, metrics::Registry* metrics);
 
   void Handle(Request&& request, Done done);
+
+  // Asynchronous invocations: set before serving (null: invoke-async and Event answer 400).
+  void SetAsync(events::AsyncInvoker* async) { async_ = async; }
+  // The AsyncInvoker's executor: runs one stored event through the same path as a request.
+  void RunAsyncEvent(const events::Event& e, std::function<void(StatusOr<std::string>)> done);
 
  private:
   struct Call;
@@ -73,7 +81,11 @@ class Gateway {
   void Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, const simdjson::dom::element* doc);
   scheduler::FunctionPool* Route(const std::string& name, Response& r, std::string_view request_id);
 
+  void EventsApi(std::shared_ptr<Call> call, const Request& req, std::string_view path, std::string_view query);
+  void InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style);
+
   GatewayOptions options_;
+  events::AsyncInvoker* async_ = nullptr;
   scheduler::Scheduler* scheduler_;
   metrics::Registry* metrics_;
 };

@@ -18,5 +18,8 @@ struct ClientResponse {
 StatusOr<ClientResponse> Post(const std::string& url, const std::string& body,
                               const std::vector<std::pair<std::string, std::string>>& headers,
                               long timeout_seconds = 300);
+StatusOr<ClientResponse> Get(const std::string& url, long timeout_seconds = 60);
+StatusOr<ClientResponse> Request(const std::string& method, const std::string& url, const std::string& body,
+                                 const std::vector<std::pair<std::string, std::string>>& headers, long timeout_seconds);
 
 }  // namespace pilotlight::http

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "common/logging.h"
+#include "events/async_invoker.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
@@ -126,6 +127,36 @@ int Serve(const config::Config& cfg) {
   }
   gateway::Gateway gateway(gopts, sched.get(), &metrics);
 
+  // Asynchronous invocations: durable events in SQLite under the state directory.
+  auto event_store = events::EventStore::Open(cfg.state_dir + "/events.db");
+  if (!event_store.ok()) {
+    LogLine(spdlog::level::err, "cannot open the event store").Str("error", event_store.status().message());
+    return 2;
+  }
+  events::AsyncInvoker async(
+      events::AsyncInvoker::Options{}, event_store->get(),
+      [&gateway](const events::Event& e, std::function<void(StatusOr<std::string>)> done) {
+        gateway.RunAsyncEvent(e, std::move(done));
+      },
+      &metrics);
+  auto async_config = [](const config::FunctionConfig& f) {
+    events::AsyncConfig a;
+    a.max_retries = f.async.max_retries;
+    a.retry_backoff = f.async.retry_backoff;
+    a.max_event_age = f.async.max_event_age;
+    a.max_concurrency = std::max(1, static_cast<int>(f.async.concurrency_share * f.max_instances * f.concurrency));
+    a.on_success = f.async.on_success;
+    a.on_failure = f.async.on_failure;
+    return a;
+  };
+  async.ConfigureDefault(async_config(config::DefaultFunction("default")));
+  for (const auto& [name, f] : cfg.functions) async.Configure(name, async_config(f));
+  gateway.SetAsync(&async);
+  if (Status st = async.Start(); !st.ok()) {
+    LogLine(spdlog::level::err, "cannot start asynchronous invocations").Str("error", st.message());
+    return 2;
+  }
+
   http::HttpOptions hopts;
   hopts.listen = cfg.server.listen;
   hopts.threads = cfg.server.threads;
@@ -169,6 +200,10 @@ int Serve(const config::Config& cfg) {
       next_report += std::chrono::seconds(1);
     }
   }
+  // Events still running after the deadline stay `running` in the store and run again at the
+  // next start (at-least-once).
+  async.Stop(std::max<Duration>(Duration::zero(),
+                                std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
   sched->BeginDrain();
   int64_t left = server.ActiveRequests();
   server.Stop();

@@ -260,9 +260,19 @@ def test_boto3_invocation_types(server, boto_lambda):
     for name, payload in (("digits", json_bytes({"inputs": digits_rows(1)})), ("echo", b"{}")):
         dry = boto_lambda.invoke(FunctionName=name, InvocationType="DryRun", Payload=payload)
         assert dry["StatusCode"] == 204, (name, dry)
-        with pytest.raises(ClientError) as e:
-            boto_lambda.invoke(FunctionName=name, InvocationType="Event", Payload=payload)
-        assert boto_error(e)[:2] == ("InvalidParameterValueException", 400), e.value.response
+        # Event: durably queued, 202 with an empty payload, as on Lambda.
+        queued = boto_lambda.invoke(FunctionName=name, InvocationType="Event", Payload=payload)
+        assert queued["StatusCode"] == 202, (name, queued)
+        assert queued["Payload"].read() == b""
+        event_id = queued["ResponseMetadata"]["HTTPHeaders"]["x-event-id"]
+        deadline = time.time() + 20
+        while True:
+            ev = server.session.get(server.url + "/v1/events/" + event_id, timeout=10).json()
+            if ev["status"] in ("succeeded", "dead_letter") or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert ev["status"] == "succeeded", ev
+        assert ev["function"] == name and ev["attempts"] == 1, ev
     with pytest.raises(ClientError) as e:
         boto_lambda.invoke(FunctionName="no_such_function", InvocationType="DryRun")
     assert boto_error(e)[:2] == ("ResourceNotFoundException", 404), e.value.response

@@ -1,0 +1,104 @@
+// EventStore: the durable record of asynchronous invocations, in SQLite (WAL mode,
+// synchronous=FULL: a committed event survives a crash or power loss of the machine).
+//
+//   queued ──claim──▶ running ──ok──▶ succeeded
+//     ▲                  │
+//     └──retry (backoff)─┤
+//                        └──last failure / too old──▶ dead_letter ──redrive──▶ queued
+//
+// Events found `running` at start-up were interrupted by a crash: they go back to `queued`
+// (at-least-once execution). A finished event records whether its destination was written,
+// so a destination is written once even across a crash between the two.
+// Thread-safety: all methods are thread-safe (one connection, serialised).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+struct sqlite3;
+
+namespace pilotlight::events {
+
+enum class EventStatus { kQueued, kRunning, kSucceeded, kDeadLetter };
+std::string_view StatusName(EventStatus s);
+std::optional<EventStatus> ParseStatus(std::string_view s);
+
+struct Attempt {
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  std::string error;  // empty when it succeeded
+};
+
+struct Event {
+  std::string id;
+  std::string function;
+  std::string payload;
+  EventStatus status = EventStatus::kQueued;
+  int attempts = 0;
+  int64_t created_ms = 0;
+  int64_t next_attempt_ms = 0;
+  int64_t finished_ms = 0;
+  std::string result;  // succeeded: the function's response
+  std::string error;   // dead_letter: the last error
+  std::vector<Attempt> history;
+  bool destination_done = false;
+};
+
+struct NewEvent {
+  std::string function;
+  std::string payload;
+};
+
+struct QueueStats {
+  int64_t queued = 0, running = 0, succeeded = 0, dead_letter = 0;
+  int64_t oldest_queued_ms = 0;  // created_ms of the oldest queued event (0: none)
+};
+
+class EventStore {
+ public:
+  // Creates the database (and its folder) if needed.
+  static StatusOr<std::unique_ptr<EventStore>> Open(const std::string& path);
+  ~EventStore();
+
+  // Inserts events in one transaction, durable when this returns; their ids, in order.
+  StatusOr<std::vector<std::string>> Insert(const std::vector<NewEvent>& events, int64_t now_ms);
+  StatusOr<Event> Get(const std::string& id);  // NotFound
+  // Newest first. Empty filters match everything.
+  StatusOr<std::vector<Event>> List(std::optional<EventStatus> status, const std::string& function, int limit);
+  // Marks up to `limit` due queued events running (attempts + 1), oldest first, taking only
+  // those `accept(function)` admits (called once per candidate, in order).
+  StatusOr<std::vector<Event>> ClaimDue(int64_t now_ms, int limit, const std::function<bool(const Event&)>& accept);
+  // Ends the running attempt: succeeded (result), or back to queued at `retry_at_ms`, or
+  // dead_letter (error).
+  Status Succeed(const std::string& id, const std::string& result, const Attempt& attempt);
+  Status Retry(const std::string& id, const Attempt& attempt, int64_t retry_at_ms);
+  Status DeadLetter(const std::string& id, const Attempt& attempt, int64_t now_ms);
+  Status MarkDestinationDone(const std::string& id);
+  // Finished events whose destination was not written yet (a crash in between).
+  StatusOr<std::vector<Event>> PendingDestinations();
+  // dead_letter → queued (attempts reset, history kept). FailedPrecondition otherwise.
+  Status Redrive(const std::string& id, int64_t now_ms);
+  // At start-up: running → queued (interrupted by a crash). Returns how many.
+  StatusOr<int> RecoverRunning(int64_t now_ms);
+  StatusOr<QueueStats> Stats();
+
+ private:
+  explicit EventStore(sqlite3* db) : db_(db) {}
+  Status Exec(const char* sql);
+  StatusOr<std::vector<Event>> Query(const std::string& where, const std::vector<std::string>& args,
+                                     const std::string& tail);
+  Status Finish(const std::string& id, const char* status, const std::string* result, const std::string* error,
+                const Attempt& attempt, int64_t next_attempt_ms, int64_t finished_ms);
+
+  std::mutex mu_;
+  sqlite3* db_;
+};
+
+}  // namespace pilotlight::events
