@@ -52,7 +52,9 @@ size_t CollectHeader(char* data, size_t size, size_t n, void* out) {
 // One Runtime API call; returns the HTTP status (0 on a transport error).
 long Call(const std::string& method, const std::string& url, const std::string& body, std::string* response,
           std::string* request_id = nullptr, const char* extra_header = nullptr) {
-  CURL* c = curl_easy_init();
+  // One handle for the whole process: libcurl keeps its connection to the Runtime API alive.
+  static CURL* c = curl_easy_init();
+  curl_easy_reset(c);
   curl_slist* headers = nullptr;
   headers = curl_slist_append(headers, "Content-Type: application/json");
   if (extra_header) headers = curl_slist_append(headers, extra_header);
@@ -71,7 +73,6 @@ long Call(const std::string& method, const std::string& url, const std::string& 
   long status = 0;
   if (curl_easy_perform(c) == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   curl_slist_free_all(headers);
-  curl_easy_cleanup(c);
   return status;
 }
 
