@@ -245,12 +245,36 @@ class Parser {
     }
     if (root.IsNull()) return c;
     try {
-      PL_RETURN_IF_ERROR(
-          CheckKeys(root, "", {"server", "store", "state_dir", "default_function", "functions", "s3", "cache"}));
+      PL_RETURN_IF_ERROR(CheckKeys(
+          root, "", {"server", "store", "state_dir", "default_function", "functions", "s3", "cache", "triggers"}));
       if (root["server"]) PL_RETURN_IF_ERROR(ParseServer(root["server"], &c.server));
       PL_RETURN_IF_ERROR(StringInto(root, "store", "", &c.store));
       if (root["s3"]) PL_RETURN_IF_ERROR(ParseS3(root["s3"], &c.s3));
       if (root["cache"]) PL_RETURN_IF_ERROR(ParseCache(root["cache"], &c.cache));
+      if (root["triggers"]) {
+        const auto& ts = root["triggers"];
+        if (!ts.IsSequence()) return Error("triggers", "must be a list of {source, function, output, ...}");
+        for (size_t i = 0; i < ts.size(); ++i) {
+          std::string path = fmt::format("triggers[{}]", i);
+          const auto& t = ts[i];
+          PL_RETURN_IF_ERROR(CheckKeys(t, path, {"source", "function", "output", "batch_size", "token"}));
+          TriggerConfig tc;
+          PL_RETURN_IF_ERROR(StringInto(t, "source", path, &tc.source));
+          PL_RETURN_IF_ERROR(StringInto(t, "function", path, &tc.function));
+          PL_RETURN_IF_ERROR(StringInto(t, "output", path, &tc.output));
+          PL_RETURN_IF_ERROR(StringInto(t, "token", path, &tc.token));
+          PL_RETURN_IF_ERROR(IntInto(t, "batch_size", path, 1, 100000, &tc.batch_size));
+          for (const auto* k : {"source", "function", "output"}) {
+            if (!t[k]) return Error(path + "." + k, "is required");
+          }
+          for (const std::string* uri : {&tc.source, &tc.output}) {
+            if (uri->rfind("file://", 0) != 0 && uri->rfind("s3://", 0) != 0) {
+              return Error(path, "'" + *uri + "' must be file://DIR or s3://BUCKET/PREFIX");
+            }
+          }
+          c.triggers.push_back(std::move(tc));
+        }
+      }
       PL_RETURN_IF_ERROR(StringInto(root, "state_dir", "", &c.state_dir));
       PL_RETURN_IF_ERROR(StringInto(root, "default_function", "", &c.default_function));
       if (root["functions"]) {
@@ -314,6 +338,12 @@ Status Validate(const Config& c) {
   if (!c.default_function.empty() && c.functions_listed && !c.functions.count(c.default_function)) {
     return InvalidArgumentError(
         fmt::format("{}: default_function: '{}' is not one of the functions listed", c.source, c.default_function));
+  }
+  for (size_t i = 0; i < c.triggers.size(); ++i) {
+    if (c.functions_listed && !c.functions.count(c.triggers[i].function)) {
+      return InvalidArgumentError(fmt::format("{}: triggers[{}].function: '{}' is not one of the functions listed",
+                                              c.source, i, c.triggers[i].function));
+    }
   }
   auto colon = c.server.listen.rfind(':');
   if (colon == std::string::npos || colon + 1 >= c.server.listen.size()) {

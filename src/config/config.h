@@ -78,6 +78,15 @@ struct FunctionConfig {
   AsyncFunctionConfig async;
 };
 
+// One entry of `triggers:` (object-upload batch inference).
+struct TriggerConfig {
+  std::string source;  // file://DIR | s3://BUCKET/PREFIX
+  std::string function;
+  std::string output;  // file://DIR | s3://BUCKET/PREFIX
+  int batch_size = 256;
+  std::string token;  // required on POST /v1/events/s3?token=... for this source's notifications
+};
+
 struct Config {
   ServerConfig server;
   std::string store = "file://./models";
@@ -86,6 +95,7 @@ struct Config {
   CacheConfig cache;
   std::string default_function;
   std::map<std::string, FunctionConfig> functions;
+  std::vector<TriggerConfig> triggers;
   bool functions_listed = false;  // false: serve every model in the store with defaults
   std::string source = "<defaults>";
 };

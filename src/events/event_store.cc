@@ -30,6 +30,23 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_due ON events(status, next_attempt_ms);
 CREATE INDEX IF NOT EXISTS events_function ON events(function, status);
+CREATE TABLE IF NOT EXISTS jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  trigger TEXT NOT NULL,
+  key TEXT NOT NULL,
+  etag TEXT NOT NULL,
+  status TEXT NOT NULL,
+  rows_done INTEGER NOT NULL DEFAULT 0,
+  partial_bytes INTEGER NOT NULL DEFAULT 0,
+  rows INTEGER NOT NULL DEFAULT 0,
+  ok INTEGER NOT NULL DEFAULT 0,
+  errors INTEGER NOT NULL DEFAULT 0,
+  error TEXT,
+  created_ms INTEGER NOT NULL,
+  started_ms INTEGER NOT NULL DEFAULT 0,
+  finished_ms INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (trigger, key, etag)
+);
 )sql";
 
 constexpr const char* kColumns =
@@ -337,6 +354,101 @@ StatusOr<QueueStats> EventStore::Stats() {
     }
   }
   return s;
+}
+
+namespace {
+constexpr const char* kJobColumns =
+    "id, trigger, key, etag, status, rows_done, partial_bytes, rows, ok, errors, error, created_ms, started_ms, "
+    "finished_ms";
+Job JobRow(sqlite3_stmt* s) {
+  Job j;
+  j.id = sqlite3_column_int64(s, 0);
+  j.trigger = Text(s, 1);
+  j.key = Text(s, 2);
+  j.etag = Text(s, 3);
+  j.status = Text(s, 4);
+  j.rows_done = sqlite3_column_int64(s, 5);
+  j.partial_bytes = sqlite3_column_int64(s, 6);
+  j.rows = sqlite3_column_int64(s, 7);
+  j.ok = sqlite3_column_int64(s, 8);
+  j.errors = sqlite3_column_int64(s, 9);
+  j.error = Text(s, 10);
+  j.created_ms = sqlite3_column_int64(s, 11);
+  j.started_ms = sqlite3_column_int64(s, 12);
+  j.finished_ms = sqlite3_column_int64(s, 13);
+  return j;
+}
+}  // namespace
+
+StatusOr<bool> EventStore::InsertJob(const std::string& trigger, const std::string& key, const std::string& etag,
+                                     int64_t now_ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt st(db_, "INSERT OR IGNORE INTO jobs (trigger, key, etag, status, created_ms) VALUES (?, ?, ?, 'queued', ?)");
+  st.Bind(1, trigger);
+  st.Bind(2, key);
+  st.Bind(3, etag);
+  st.Bind(4, now_ms);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) {
+    return UnavailableError(std::string("event store: cannot record a job: ") + sqlite3_errmsg(db_));
+  }
+  return sqlite3_changes(db_) > 0;
+}
+
+StatusOr<std::optional<Job>> EventStore::NextJob(int64_t now_ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt st(db_, fmt::format("SELECT {} FROM jobs WHERE status IN ('running', 'queued') ORDER BY (status = 'running') "
+                           "DESC, id LIMIT 1",
+                           kJobColumns));
+  if (sqlite3_step(st.get()) != SQLITE_ROW) return std::optional<Job>();
+  Job j = JobRow(st.get());
+  if (j.status != "running") {
+    Stmt up(db_, "UPDATE jobs SET status = 'running', started_ms = ? WHERE id = ?");
+    up.Bind(1, now_ms);
+    up.Bind(2, j.id);
+    if (sqlite3_step(up.get()) != SQLITE_DONE) {
+      return UnavailableError(std::string("event store: cannot start a job: ") + sqlite3_errmsg(db_));
+    }
+    j.status = "running";
+    j.started_ms = now_ms;
+  }
+  return std::optional<Job>(std::move(j));
+}
+
+Status EventStore::JobProgress(int64_t id, int64_t rows_done, int64_t partial_bytes, int64_t ok, int64_t errors) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt st(db_, "UPDATE jobs SET rows_done = ?, partial_bytes = ?, ok = ?, errors = ? WHERE id = ?");
+  st.Bind(1, rows_done);
+  st.Bind(2, partial_bytes);
+  st.Bind(3, ok);
+  st.Bind(4, errors);
+  st.Bind(5, id);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) {
+    return UnavailableError(std::string("event store: cannot record progress: ") + sqlite3_errmsg(db_));
+  }
+  return OkStatus();
+}
+
+Status EventStore::FinishJob(int64_t id, const std::string& status, int64_t rows, const std::string& error,
+                             int64_t now_ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt st(db_, "UPDATE jobs SET status = ?, rows = ?, error = ?, finished_ms = ? WHERE id = ?");
+  st.Bind(1, status);
+  st.Bind(2, rows);
+  st.Bind(3, error);
+  st.Bind(4, now_ms);
+  st.Bind(5, id);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) {
+    return UnavailableError(std::string("event store: cannot finish a job: ") + sqlite3_errmsg(db_));
+  }
+  return OkStatus();
+}
+
+StatusOr<std::vector<Job>> EventStore::ListJobs(int limit) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt st(db_, fmt::format("SELECT {} FROM jobs ORDER BY id DESC LIMIT {}", kJobColumns, limit));
+  std::vector<Job> out;
+  while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(JobRow(st.get()));
+  return out;
 }
 
 }  // namespace pilotlight::events

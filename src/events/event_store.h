@@ -56,6 +56,20 @@ struct NewEvent {
   std::string payload;
 };
 
+// One object to run through a function (object-upload triggers), with its progress.
+struct Job {
+  int64_t id = 0;
+  std::string trigger;  // the trigger's name (its source URI)
+  std::string key;      // object key relative to the source
+  std::string etag;
+  std::string status;  // queued | running | done | failed
+  int64_t rows_done = 0;
+  int64_t partial_bytes = 0;  // bytes of the local partial output covering rows_done rows
+  int64_t rows = 0, ok = 0, errors = 0;
+  std::string error;
+  int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
+};
+
 struct QueueStats {
   int64_t queued = 0, running = 0, succeeded = 0, dead_letter = 0;
   int64_t oldest_queued_ms = 0;  // created_ms of the oldest queued event (0: none)
@@ -88,6 +102,14 @@ class EventStore {
   // At start-up: running → queued (interrupted by a crash). Returns how many.
   StatusOr<int> RecoverRunning(int64_t now_ms);
   StatusOr<QueueStats> Stats();
+
+  // Object-upload jobs. InsertJob is idempotent per (trigger, key, etag): false when known.
+  StatusOr<bool> InsertJob(const std::string& trigger, const std::string& key, const std::string& etag, int64_t now_ms);
+  // The oldest queued or running job (running ones were interrupted by a crash), marked running.
+  StatusOr<std::optional<Job>> NextJob(int64_t now_ms);
+  Status JobProgress(int64_t id, int64_t rows_done, int64_t partial_bytes, int64_t ok, int64_t errors);
+  Status FinishJob(int64_t id, const std::string& status, int64_t rows, const std::string& error, int64_t now_ms);
+  StatusOr<std::vector<Job>> ListJobs(int limit);
 
  private:
   explicit EventStore(sqlite3* db) : db_(db) {}

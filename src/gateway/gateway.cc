@@ -215,6 +215,45 @@ void Gateway::Handle(Request&& req, Done done) {
       return AdminModel(call, std::string(rest.substr(0, slash)), std::string(action));
     }
   }
+  if (path == "/v1/events/s3") {
+    if (!post) return wrong_method("POST");
+    if (!triggers_ || triggers_->empty()) {
+      return call->Fail(404, "not_found",
+                        "no triggers are configured (see `triggers:` in the configuration reference)");
+    }
+    auto created = triggers_->OnS3Notification(call->body, QueryParam(query, "token"));
+    if (!created.ok()) {
+      if (created.status().code() == StatusCode::kFailedPrecondition) {
+        return call->Fail(403, "forbidden", created.status().message());
+      }
+      return call->Fail(created.status());
+    }
+    call->response.body = fmt::format("{{\"jobs_created\":{}}}", *created);
+    return call->Finish();
+  }
+  if (path == "/v1/jobs") {
+    if (!get) return wrong_method("GET");
+    nlohmann::json jobs = nlohmann::json::array();
+    if (triggers_) {
+      auto list = triggers_->Jobs(std::max(1, std::min(10000, std::atoi(QueryParam(query, "limit").c_str()) ?: 100)));
+      if (!list.ok()) return call->Fail(list.status());
+      for (const auto& j : *list) {
+        jobs.push_back({{"id", j.id},
+                        {"source", j.trigger},
+                        {"key", j.key},
+                        {"etag", j.etag},
+                        {"status", j.status},
+                        {"rows", j.rows},
+                        {"rows_done", j.rows_done},
+                        {"ok", j.ok},
+                        {"errors", j.errors},
+                        {"error", j.error}});
+      }
+    }
+    call->response.body =
+        nlohmann::json({{"jobs", jobs}}).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return call->Finish();
+  }
   if (path == "/v1/events" || path.substr(0, 11) == "/v1/events/") return EventsApi(call, req, path, query);
   if (path == "/v1/infer") return post ? Infer(call, query) : wrong_method("POST");
   if (path == "/v1/batch") return post ? Batch(call, query) : wrong_method("POST");

@@ -7,6 +7,8 @@
 //   POST /2015-03-31/functions/{name}/invocations  the AWS Lambda Invoke API, every function
 //   POST /v1/functions/{name}/invoke-async   durable asynchronous invocation → 202 {"event_id"}
 //   GET  /v1/events[?status=&function=]  GET /v1/events/{id}  POST /v1/events/{id}/redrive
+//   POST /v1/events/s3?token=T          S3 event notifications for object-upload triggers
+//   GET  /v1/jobs                        trigger jobs (one per object) with their progress
 //   POST /v1/infer                     routed by ?model=, X-Model, "model" in the body, or
 //                                      default_function
 //   POST /v1/batch                     array of /v1/infer bodies → array of results/errors
@@ -26,6 +28,7 @@
 #include <string>
 
 #include "events/async_invoker.h"
+#include "events/triggers.h"
 #include "gateway/api.h"
 #include "scheduler/scheduler.h"
 #include "tensor/json_codec.h"
@@ -49,6 +52,8 @@ class Gateway {
 
   // Asynchronous invocations: set before serving (null: invoke-async and Event answer 400).
   void SetAsync(events::AsyncInvoker* async) { async_ = async; }
+  // Object-upload triggers: POST /v1/events/s3 and GET /v1/jobs (null: 404 / empty).
+  void SetTriggers(events::Triggers* triggers) { triggers_ = triggers; }
   // The AsyncInvoker's executor: runs one stored event through the same path as a request.
   void RunAsyncEvent(const events::Event& e, std::function<void(StatusOr<std::string>)> done);
 
@@ -86,6 +91,7 @@ class Gateway {
 
   GatewayOptions options_;
   events::AsyncInvoker* async_ = nullptr;
+  events::Triggers* triggers_ = nullptr;
   scheduler::Scheduler* scheduler_;
   metrics::Registry* metrics_;
 };

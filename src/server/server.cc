@@ -8,6 +8,7 @@
 
 #include "common/logging.h"
 #include "events/async_invoker.h"
+#include "events/triggers.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
@@ -156,6 +157,19 @@ int Serve(const config::Config& cfg) {
     LogLine(spdlog::level::err, "cannot start asynchronous invocations").Str("error", st.message());
     return 2;
   }
+  std::vector<events::TriggerSpec> trigger_specs;
+  for (const auto& t : cfg.triggers) trigger_specs.push_back({t.source, t.function, t.output, t.batch_size, t.token});
+  events::Triggers triggers(
+      trigger_specs, event_store->get(),
+      [&gateway](const events::Event& e, std::function<void(StatusOr<std::string>)> done) {
+        gateway.RunAsyncEvent(e, std::move(done));
+      },
+      cfg.state_dir + "/jobs", ToS3Settings(cfg.s3), &metrics);
+  if (Status st = triggers.Start(); !st.ok()) {
+    LogLine(spdlog::level::err, "cannot start the triggers").Str("error", st.message());
+    return 2;
+  }
+  gateway.SetTriggers(&triggers);
 
   http::HttpOptions hopts;
   hopts.listen = cfg.server.listen;
@@ -202,6 +216,7 @@ int Serve(const config::Config& cfg) {
   }
   // Events still running after the deadline stay `running` in the store and run again at the
   // next start (at-least-once).
+  triggers.Stop();  // an object being processed resumes from its last checkpoint at the next start
   async.Stop(std::max<Duration>(Duration::zero(),
                                 std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now())));
   sched->BeginDrain();
