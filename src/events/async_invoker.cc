@@ -185,24 +185,31 @@ Status AsyncInvoker::Start() {
     std::set<std::string> files;
     {
       std::lock_guard<std::mutex> l(mu_);
-      for (const auto& [fn, cfg] : configs_) {
+      auto add = [&](const AsyncConfig& cfg) {
         for (const auto* uri : {&cfg.on_success, &cfg.on_failure}) {
           if (!FilePath(*uri).empty()) files.insert(FilePath(*uri));
         }
-      }
+      };
+      for (const auto& [fn, cfg] : configs_) add(cfg);
+      add(default_config_);
     }
     for (const auto& f : files) {
       std::ifstream in(f);
       std::string line;
       while (std::getline(in, line)) {
         auto j = nlohmann::json::parse(line, nullptr, false);
-        if (j.is_object() && j.contains("event_id") && j["event_id"].is_string()) written.insert(j["event_id"]);
+        // One line per finish: a redriven event that finishes again writes another line.
+        if (j.is_object() && j.contains("event_id") && j["event_id"].is_string()) {
+          written.insert(j["event_id"].get<std::string>() + "|" + j.value("status", "") + "|" +
+                         j.value("finished_at", ""));
+        }
       }
     }
     for (const auto& e : pending) {
       AsyncConfig cfg = ConfigFor(e.function);
       const std::string& uri = e.status == EventStatus::kSucceeded ? cfg.on_success : cfg.on_failure;
-      if (!FilePath(uri).empty() && written.count(e.id)) {
+      std::string key = e.id + "|" + std::string(StatusName(e.status)) + "|" + Rfc3339(e.finished_ms);
+      if (!FilePath(uri).empty() && written.count(key)) {
         (void)store_->MarkDestinationDone(e.id);
       } else {
         WriteDestination(e);
@@ -266,14 +273,21 @@ void AsyncInvoker::DispatchLoop() {
     // Room per function: its share of capacity minus what already runs (functions met for the
     // first time, e.g. served without a config, get the defaults).
     std::map<std::string, int> room;
-    auto claimed = store_->ClaimDue(NowMs(), 64, [&](const Event& e) {
-      auto it = room.find(e.function);
-      if (it == room.end())
-        it = room.emplace(e.function, ConfigFor(e.function).max_concurrency - running[e.function]).first;
-      if (it->second <= 0) return false;
-      it->second--;
-      return true;
-    });
+    std::vector<std::string> full;  // functions at their limit: not even looked at
+    for (const auto& [fn, n] : running) {
+      if (n >= ConfigFor(fn).max_concurrency) full.push_back(fn);
+    }
+    auto claimed = store_->ClaimDue(
+        NowMs(), 64,
+        [&](const Event& e) {
+          auto it = room.find(e.function);
+          if (it == room.end())
+            it = room.emplace(e.function, ConfigFor(e.function).max_concurrency - running[e.function]).first;
+          if (it->second <= 0) return false;
+          it->second--;
+          return true;
+        },
+        full);
     if (!claimed.ok()) {
       LogLine(spdlog::level::err, "cannot read the event store").Str("error", claimed.status().ToString());
       continue;
@@ -319,7 +333,13 @@ void AsyncInvoker::Finished(const Event& e, StatusOr<std::string> result, int64_
   } else {
     bool too_old =
         now - e.created_ms > std::chrono::duration_cast<std::chrono::milliseconds>(cfg.max_event_age).count();
-    if (e.attempts <= cfg.max_retries && !too_old) {
+    if (result.status().code() == StatusCode::kResourceExhausted && !too_old) {
+      // Throttled (the function had no capacity): as on Lambda, this is not a failed attempt;
+      // the event waits (up to max_event_age) and tries again.
+      thread_local std::mt19937_64 trng{std::random_device{}()};
+      int64_t wait = 200 + static_cast<int64_t>(trng() % 800);
+      st = store_->Requeue(e.id, now + wait);
+    } else if (e.attempts <= cfg.max_retries && !too_old) {
       thread_local std::mt19937_64 rng{std::random_device{}()};
       double base =
           static_cast<double>(std::chrono::duration_cast<std::chrono::milliseconds>(cfg.retry_backoff).count());

@@ -178,7 +178,10 @@ StatusOr<std::vector<std::string>> EventStore::Insert(const std::vector<NewEvent
     }
     ids.push_back(std::move(id));
   }
-  PL_RETURN_IF_ERROR(Exec("COMMIT"));
+  if (Status c = Exec("COMMIT"); !c.ok()) {
+    (void)Exec("ROLLBACK");
+    return c;
+  }
   return ids;
 }
 
@@ -216,11 +219,22 @@ StatusOr<std::vector<Event>> EventStore::List(std::optional<EventStatus> status,
 }
 
 StatusOr<std::vector<Event>> EventStore::ClaimDue(int64_t now_ms, int limit,
-                                                  const std::function<bool(const Event&)>& accept) {
+                                                  const std::function<bool(const Event&)>& accept,
+                                                  const std::vector<std::string>& skip) {
   std::lock_guard<std::mutex> l(mu_);
-  // Look at more candidates than needed: some functions may be at their concurrency limit.
-  PL_ASSIGN_OR_RETURN(auto due, Query("WHERE status = 'queued' AND next_attempt_ms <= ?", {std::to_string(now_ms)},
-                                      fmt::format("ORDER BY next_attempt_ms, seq LIMIT {}", limit * 8 + 32)));
+  std::string where = "WHERE status = 'queued' AND next_attempt_ms <= ?";
+  std::vector<std::string> args = {std::to_string(now_ms)};
+  if (!skip.empty()) {
+    where += " AND function NOT IN (";
+    for (size_t i = 0; i < skip.size(); ++i) {
+      where += i ? ", ?" : "?";
+      args.push_back(skip[i]);
+    }
+    where += ")";
+  }
+  // Look at more candidates than needed: functions may reach their limit within this pass.
+  PL_ASSIGN_OR_RETURN(auto due,
+                      Query(where, args, fmt::format("ORDER BY next_attempt_ms, seq LIMIT {}", limit * 8 + 32)));
   std::vector<Event> claimed;
   if (due.empty()) return claimed;
   PL_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -238,7 +252,10 @@ StatusOr<std::vector<Event>> EventStore::ClaimDue(int64_t now_ms, int limit,
     e.attempts++;
     claimed.push_back(std::move(e));
   }
-  PL_RETURN_IF_ERROR(Exec("COMMIT"));
+  if (Status c = Exec("COMMIT"); !c.ok()) {
+    (void)Exec("ROLLBACK");
+    return c;
+  }
   return claimed;
 }
 
@@ -284,6 +301,18 @@ Status EventStore::Succeed(const std::string& id, const std::string& result, con
 
 Status EventStore::Retry(const std::string& id, const Attempt& attempt, int64_t retry_at_ms) {
   return Finish(id, "queued", nullptr, &attempt.error, attempt, retry_at_ms, 0);
+}
+
+Status EventStore::Requeue(const std::string& id, int64_t retry_at_ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt st(db_,
+          "UPDATE events SET status = 'queued', attempts = MAX(attempts - 1, 0), next_attempt_ms = ? WHERE id = ?");
+  st.Bind(1, retry_at_ms);
+  st.Bind(2, id);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) {
+    return UnavailableError(std::string("event store update failed: ") + sqlite3_errmsg(db_));
+  }
+  return OkStatus();
 }
 
 Status EventStore::DeadLetter(const std::string& id, const Attempt& attempt, int64_t now_ms) {

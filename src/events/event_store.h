@@ -88,11 +88,16 @@ class EventStore {
   StatusOr<std::vector<Event>> List(std::optional<EventStatus> status, const std::string& function, int limit);
   // Marks up to `limit` due queued events running (attempts + 1), oldest first, taking only
   // those `accept(function)` admits (called once per candidate, in order).
-  StatusOr<std::vector<Event>> ClaimDue(int64_t now_ms, int limit, const std::function<bool(const Event&)>& accept);
+  // `skip`: functions not to look at (already at their concurrency limit), so one function's
+  // backlog never hides another's events.
+  StatusOr<std::vector<Event>> ClaimDue(int64_t now_ms, int limit, const std::function<bool(const Event&)>& accept,
+                                        const std::vector<std::string>& skip = {});
   // Ends the running attempt: succeeded (result), or back to queued at `retry_at_ms`, or
   // dead_letter (error).
   Status Succeed(const std::string& id, const std::string& result, const Attempt& attempt);
   Status Retry(const std::string& id, const Attempt& attempt, int64_t retry_at_ms);
+  // Throttled (no capacity): back to queued at `retry_at_ms` without using up an attempt.
+  Status Requeue(const std::string& id, int64_t retry_at_ms);
   Status DeadLetter(const std::string& id, const Attempt& attempt, int64_t now_ms);
   Status MarkDestinationDone(const std::string& id);
   // Finished events whose destination was not written yet (a crash in between).

@@ -753,25 +753,35 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
       return c->Finish();
     }
     int status = doc["statusCode"].is_number_integer() ? doc["statusCode"].get<int>() : 0;
-    if (status < 100 || status > 599) {
+    // A final response only (1xx would leave the client waiting).
+    if (status < 200 || status > 599) {
       return c->Fail(502, "function_error",
-                     "the handler's statusCode is not an HTTP status: " + doc["statusCode"].dump());
+                     "the handler's statusCode is not a final HTTP status (200-599): " + doc["statusCode"].dump());
     }
     res.status = status;
     res.content_type = "application/json";
+    // Header names must be tokens and values free of CR, LF and NUL (no response splitting).
+    auto token = [](const std::string& n) {
+      return !n.empty() &&
+             n.find_first_not_of("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") ==
+                 std::string::npos;
+    };
+    auto clean = [](const std::string& v) { return v.find_first_of(std::string("\r\n\0", 3)) == std::string::npos; };
     if (doc.contains("headers") && doc["headers"].is_object()) {
       for (auto& [k, v] : doc["headers"].items()) {
         std::string value = v.is_string() ? v.get<std::string>() : v.dump();
-        if (Lower(k) == "content-type") {
+        if (!token(k) || !clean(value)) continue;
+        std::string lk = Lower(k);
+        if (lk == "content-type") {
           res.content_type = value;
-        } else if (value.find_first_of("\r\n") == std::string::npos) {
+        } else if (lk != "content-length" && lk != "transfer-encoding" && lk != "connection") {
           res.headers.emplace_back(k, value);
         }
       }
     }
     if (doc.contains("cookies") && doc["cookies"].is_array()) {
       for (auto& cookie : doc["cookies"]) {
-        if (cookie.is_string() && cookie.get<std::string>().find_first_of("\r\n") == std::string::npos) {
+        if (cookie.is_string() && clean(cookie.get<std::string>())) {
           res.headers.emplace_back("Set-Cookie", cookie.get<std::string>());
         }
       }
@@ -784,6 +794,7 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
         return c->Fail(502, "function_error", "the handler's body is marked isBase64Encoded but is not base64");
       body = std::move(*decoded);
     }
+    if (status == 204 || status == 304) body.clear();  // these carry no body
     res.body = std::move(body);
     c->Finish();
   });
@@ -1110,8 +1121,10 @@ void Gateway::RunAsyncEvent(const events::Event& e, std::function<void(StatusOr<
     if (doc.is_object() && doc.contains("error") && doc["error"].is_object()) {
       message = doc["error"].value("type", "") + ": " + doc["error"].value("message", "");
     }
-    done(Status(r.status == 504 ? StatusCode::kDeadlineExceeded : StatusCode::kUnavailable,
-                fmt::format("HTTP {}: {}", r.status, message)));
+    StatusCode code = r.status == 504   ? StatusCode::kDeadlineExceeded
+                      : r.status == 429 ? StatusCode::kResourceExhausted  // throttled: not the event's fault
+                                        : StatusCode::kUnavailable;
+    done(Status(code, fmt::format("HTTP {}: {}", r.status, message)));
   };
   if (pool->IsProcess()) {
     // As Lambda's Event invocations: the handler gets the raw payload.

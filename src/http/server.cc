@@ -187,7 +187,14 @@ class Session : public std::enable_shared_from_this<Session> {
     for (auto& [k, v] : r.headers) res_->insert(k, v);  // insert: Set-Cookie may repeat
     res_->keep_alive(keep);
     if (method != "HEAD") res_->body() = std::move(r.body);
-    res_->prepare_payload();
+    try {
+      res_->prepare_payload();
+    } catch (const std::exception& e) {  // e.g. a body on a 204: answer 502, never crash
+      res_->result(bhttp::status::bad_gateway);
+      res_->body() = gateway::ErrorJson("function_error", e.what(), r.log.request_id);
+      res_->set(bhttp::field::content_type, "application/json");
+      res_->prepare_payload();
+    }
     if (r.function_metrics) {
       r.function_metrics->CountRequest(r.status);
       r.function_metrics->request_duration->Observe(ToSeconds(total));

@@ -462,7 +462,8 @@ void FunctionPool::Tick() {
     }
     UpdateGaugesLocked();
   }
-  unload.clear();
+  // Destroying an instance can take a while (a session, a worker): never on housekeeping.
+  if (!unload.empty()) loaders_->Post([unload = std::move(unload)]() mutable { unload.clear(); });
   Deliver(ready, false);
 }
 
@@ -497,7 +498,7 @@ void FunctionPool::OnCurrentVersion(const std::string& version, std::optional<ui
 
 void FunctionPool::SwapTo(const std::string& version, std::function<void(Status)> done) {
   std::unique_lock<std::mutex> l(mu_);
-  if (Pinned() || slots_.empty() || version == active_version_) {
+  if (Pinned() || slots_.empty() || (version == active_version_ && swapping_to_.empty())) {
     l.unlock();
     done(OkStatus());
     return;

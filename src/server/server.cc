@@ -222,6 +222,8 @@ int Serve(const config::Config& cfg) {
   sched->BeginDrain();
   int64_t left = server.ActiveRequests();
   server.Stop();
+  // Workers still running (a handler past the drain) are stopped while their pools exist.
+  process_runtime.KillAll(std::chrono::seconds(5));
   sched.reset();
   LogLine(left ? spdlog::level::warn : spdlog::level::info, "stopped").Int("unanswered", left);
   spdlog::shutdown();

@@ -1,6 +1,7 @@
 #include "runtime/process/process_runtime.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -110,6 +111,16 @@ class Worker final : public Instance {
     cv_.notify_all();
   }
 
+  // Server shutdown: stop the worker now; its pending invocation completes with an error.
+  void Kill() {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!dead_ && !killing_ && pid_ > 0) KillLocked("shutdown");
+  }
+  bool Dead() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return dead_;
+  }
+
   // Called by the runtime's monitor thread: deadline and memory.
   void CheckLimits(TimePoint now, bool check_memory) {
     std::unique_lock<std::mutex> l(mu_);
@@ -158,9 +169,18 @@ class Worker final : public Instance {
     cv_.notify_all();
     boost::system::error_code ec;
     if (acceptor_.is_open()) ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
-    if (reaper_.joinable()) reaper_.join();
-    if (server_.joinable()) server_.join();
-    if (output_.joinable()) output_.join();
+    // Never join a thread from itself (an instance released from one of its own callbacks).
+    auto join = [](std::thread& t) {
+      if (!t.joinable()) return;
+      if (t.get_id() == std::this_thread::get_id()) {
+        t.detach();
+      } else {
+        t.join();
+      }
+    };
+    join(reaper_);
+    join(server_);
+    join(output_);
     acceptor_.close(ec);
   }
 
@@ -169,7 +189,7 @@ class Worker final : public Instance {
   bool Handle(tcp::socket& s, bhttp::request<bhttp::string_body>& req, bhttp::response<bhttp::string_body>& res);
   void Reap();
   void PumpOutput(int fd);
-  void Complete(StatusOr<InvocationResult> r);  // the in-flight invocation's answer
+  void Complete(StatusOr<InvocationResult> r, const std::string& id = "");  // the in-flight invocation's answer
 
   ProcessRuntime* const rt_;
   const std::string function_;
@@ -398,6 +418,15 @@ void Worker::PumpOutput(int fd) {
     }
   };
   while (true) {
+    // A grandchild that left the process group may hold the pipe open after the worker died:
+    // once the worker is reaped and the instance is stopping, stop reading.
+    pollfd p{fd, POLLIN, 0};
+    int ready = ::poll(&p, 1, 100);
+    if (ready == 0) {
+      std::lock_guard<std::mutex> l(mu_);
+      if (dead_ && stopping_) break;
+      continue;
+    }
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -417,10 +446,13 @@ void Worker::PumpOutput(int fd) {
   ::close(fd);
 }
 
-void Worker::Complete(StatusOr<InvocationResult> r) {
+void Worker::Complete(StatusOr<InvocationResult> r, const std::string& id) {
   InvokeCallback done;
   {
     std::lock_guard<std::mutex> l(mu_);
+    // The id is checked again under the lock: of two answers for one invocation (a /response
+    // and an /error, or duplicates on two connections) only the first completes it.
+    if (!id.empty() && (!running_ || running_->request_id != id)) return;
     if (r.ok()) r->log = inv_log_.size() > kLogTail ? inv_log_.substr(inv_log_.size() - kLogTail) : inv_log_;
     done = std::move(done_);
     running_.reset();
@@ -486,7 +518,7 @@ bool Worker::Handle(tcp::socket& s, bhttp::request<bhttp::string_body>& req, bht
     if (what == "response") {
       InvocationResult out;
       out.payload = std::move(req.body());
-      Complete(std::move(out));
+      Complete(std::move(out), id);
       res.result(bhttp::status::accepted);
       res.body() = "{\"status\":\"OK\"}";
       return true;
@@ -606,6 +638,26 @@ void Worker::ServeConnection(tcp::socket& s) {
 
 ProcessRuntime::ProcessRuntime(Options options) : options_(std::move(options)) {
   monitor_ = std::thread([this] { Monitor(); });
+}
+
+void ProcessRuntime::KillAll(Duration wait) {
+  std::vector<Worker*> all;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    all.assign(workers_.begin(), workers_.end());
+    for (Worker* w : all) w->Kill();
+  }
+  // Their reapers complete pending invocations (errors) while the scheduler still exists.
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all_dead = true;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (Worker* w : workers_) all_dead &= w->Dead();
+    }
+    if (all_dead) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 ProcessRuntime::~ProcessRuntime() {

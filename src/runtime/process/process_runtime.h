@@ -38,6 +38,9 @@ class ProcessRuntime final : public Runtime {
   // Starts a worker and waits until it asks for its first event (init done), or reports an
   // init error (WorkerFailed with the handler's error), exits, or passes init_timeout.
   StatusOr<std::unique_ptr<Instance>> Load(const LoadSpec& spec) override;
+  // Shutdown: kills every worker (their pending invocations complete with an error) and waits
+  // up to `wait` for them to be reaped. Call while the scheduler still exists.
+  void KillAll(Duration wait);
 
  private:
   friend class Worker;

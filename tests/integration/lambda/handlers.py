@@ -139,3 +139,48 @@ def family(event, context):
     if ms:
         time.sleep(ms / 1000.0)
     return {"pid": os.getpid(), "child": _children[0].pid}
+
+
+# --- used by test_async.py ------------------------------------------------------------------
+def compute(event, context):
+    """Deterministic: the sum of event["values"] and the payload it was given."""
+    event = _payload(event)
+    return {"sum": sum(event.get("values", [])), "payload": event}
+
+
+def task(event, context):
+    """An asynchronous job. Event keys (all optional):
+      n          an id echoed in the result
+      log        a file: one JSON line {"n", "pid", "start"} is appended per call (O_APPEND)
+      ms         sleep this long
+      fail       raise (always)
+      counter    a file counting the calls for this payload; with fail_times: raise while
+                 calls <= fail_times
+      flag       raise unless this file exists
+    Returns {"n", "pid", "start", "end", "calls"}."""
+    import json
+    event = _payload(event)
+    t0 = time.time()
+    n = event.get("n")
+    if event.get("log"):
+        line = json.dumps({"n": n, "pid": os.getpid(), "start": t0}) + "\n"
+        fd = os.open(event["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    calls = None
+    if event.get("counter"):
+        path = event["counter"]
+        calls = (int(open(path).read()) if os.path.exists(path) else 0) + 1
+        with open(path, "w") as f:
+            f.write(str(calls))
+    if event.get("ms"):
+        time.sleep(event["ms"] / 1000.0)
+    if event.get("fail"):
+        raise RuntimeError("task %s fails on purpose" % (n,))
+    if event.get("fail_times") and calls is not None and calls <= event["fail_times"]:
+        raise RuntimeError("task %s: call %d fails" % (n, calls))
+    if event.get("flag") and not os.path.exists(event["flag"]):
+        raise RuntimeError("task %s: flag file %s is missing" % (n, event["flag"]))
+    return {"n": n, "pid": os.getpid(), "start": t0, "end": time.time(), "calls": calls}
