@@ -169,6 +169,12 @@ StatusOr<CachedFile> BlobCache::Get(const std::string& sha256, uint64_t size, co
     while (true) {
       auto it = state_->entries.find(sha256);
       if (it != state_->entries.end()) {
+        // Another process sharing the state dir (a CLI) may have evicted it: check it is there.
+        struct stat st {};
+        if (::stat(path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != it->second.size) {
+          state_->RemoveLocked(sha256);
+          continue;
+        }
         CachePin pin = State::Pin(state_, sha256);
         bool verified = it->second.verified;
         it->second.last_used_ns = NowNs();

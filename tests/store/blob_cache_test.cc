@@ -161,3 +161,22 @@ TEST_F(CacheTest, DamagedCacheFile_IsFetchedAgain) {
 
 }  // namespace
 }  // namespace pilotlight::store
+
+namespace pilotlight::store {
+namespace {
+
+TEST_F(CacheTest, FileDeletedByAnotherProcess_IsFetchedAgain) {
+  BlobCache cache({dir_.string(), 1 << 20});
+  std::string sha = Sha256Hex("model");
+  std::atomic<int> calls{0};
+  { ASSERT_TRUE(cache.Get(sha, 5, "src", Writes("model", &calls)).ok()); }
+  fs::remove(dir_ / sha);  // e.g. a CLI sharing the state dir evicted it
+  auto r = cache.Get(sha, 5, "src", Writes("model", &calls));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->hit);
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_TRUE(fs::exists(r->path));
+}
+
+}  // namespace
+}  // namespace pilotlight::store
