@@ -443,14 +443,16 @@ StatusOr<std::optional<Job>> EventStore::NextJob(int64_t now_ms) {
   return std::optional<Job>(std::move(j));
 }
 
-Status EventStore::JobProgress(int64_t id, int64_t rows_done, int64_t partial_bytes, int64_t ok, int64_t errors) {
+Status EventStore::JobProgress(int64_t id, int64_t rows, int64_t rows_done, int64_t partial_bytes, int64_t ok,
+                               int64_t errors) {
   std::lock_guard<std::mutex> l(mu_);
-  Stmt st(db_, "UPDATE jobs SET rows_done = ?, partial_bytes = ?, ok = ?, errors = ? WHERE id = ?");
-  st.Bind(1, rows_done);
-  st.Bind(2, partial_bytes);
-  st.Bind(3, ok);
-  st.Bind(4, errors);
-  st.Bind(5, id);
+  Stmt st(db_, "UPDATE jobs SET rows = ?, rows_done = ?, partial_bytes = ?, ok = ?, errors = ? WHERE id = ?");
+  st.Bind(1, rows);
+  st.Bind(2, rows_done);
+  st.Bind(3, partial_bytes);
+  st.Bind(4, ok);
+  st.Bind(5, errors);
+  st.Bind(6, id);
   if (sqlite3_step(st.get()) != SQLITE_DONE) {
     return UnavailableError(std::string("event store: cannot record progress: ") + sqlite3_errmsg(db_));
   }

@@ -112,7 +112,7 @@ class EventStore {
   StatusOr<bool> InsertJob(const std::string& trigger, const std::string& key, const std::string& etag, int64_t now_ms);
   // The oldest queued or running job (running ones were interrupted by a crash), marked running.
   StatusOr<std::optional<Job>> NextJob(int64_t now_ms);
-  Status JobProgress(int64_t id, int64_t rows_done, int64_t partial_bytes, int64_t ok, int64_t errors);
+  Status JobProgress(int64_t id, int64_t rows, int64_t rows_done, int64_t partial_bytes, int64_t ok, int64_t errors);
   Status FinishJob(int64_t id, const std::string& status, int64_t rows, const std::string& error, int64_t now_ms);
   StatusOr<std::vector<Job>> ListJobs(int limit);
 

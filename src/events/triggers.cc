@@ -509,6 +509,19 @@ Status Triggers::RunJob(Job& job) {
     e.payload = payload;
     executor_(e, [p](StatusOr<std::string> r) { p->set_value(std::move(r)); });
     auto r = f.get();
+    // Throttled (the function is busy with other traffic): wait and try the same rows again,
+    // as long as the server runs — a busy function must not fail an uploaded object.
+    for (int wait_ms = 100; !r.ok() && r.status().code() == StatusCode::kResourceExhausted;
+         wait_ms = std::min(wait_ms * 2, 5000)) {
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        if (cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return stop_; })) break;
+      }
+      auto p2 = std::make_shared<std::promise<StatusOr<std::string>>>();
+      auto f2 = p2->get_future();
+      executor_(e, [p2](StatusOr<std::string> r2) { p2->set_value(std::move(r2)); });
+      r = f2.get();
+    }
     if (r.ok()) {
       auto j = json::parse(*r, nullptr, false);
       if (j.is_object() && j.contains("version") && j["version"].is_string()) version = j["version"];
@@ -554,7 +567,7 @@ Status Triggers::RunJob(Job& job) {
           if (split) {
             lines.push_back(OutputLine(k, (*split)[0]));
             ok++;
-          } else if (!one.ok() && one.status().message().find("HTTP 400") == std::string::npos) {
+          } else if (!one.ok() && one.status().code() != StatusCode::kInvalidArgument) {
             ::close(fd);
             return one.status().WithContext("row " + std::to_string(k));
           } else {
@@ -575,7 +588,7 @@ Status Triggers::RunJob(Job& job) {
         if (split) {
           lines.push_back(OutputLine(i, (*split)[0]));
           ok++;
-        } else if (!one.ok() && one.status().message().find("HTTP 400") == std::string::npos) {
+        } else if (!one.ok() && one.status().code() != StatusCode::kInvalidArgument) {
           ::close(fd);
           return one.status().WithContext("row " + std::to_string(i));
         } else {
@@ -603,7 +616,7 @@ Status Triggers::RunJob(Job& job) {
     bytes += static_cast<int64_t>(chunk.size());
     if (rows_) rows_->Increment(static_cast<double>(end - i));
     i = end;
-    PL_RETURN_IF_ERROR(db_->JobProgress(job.id, static_cast<int64_t>(i), bytes, ok, errors));
+    PL_RETURN_IF_ERROR(db_->JobProgress(job.id, job.rows, static_cast<int64_t>(i), bytes, ok, errors));
   }
   ::close(fd);
   // Publish: the whole output at once (atomic on both stores), then the summary.

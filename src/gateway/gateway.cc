@@ -1123,6 +1123,7 @@ void Gateway::RunAsyncEvent(const events::Event& e, std::function<void(StatusOr<
     }
     StatusCode code = r.status == 504   ? StatusCode::kDeadlineExceeded
                       : r.status == 429 ? StatusCode::kResourceExhausted  // throttled: not the event's fault
+                      : r.status == 400 ? StatusCode::kInvalidArgument    // the payload is bad
                                         : StatusCode::kUnavailable;
     done(Status(code, fmt::format("HTTP {}: {}", r.status, message)));
   };

@@ -456,7 +456,7 @@ void Worker::Complete(StatusOr<InvocationResult> r, const std::string& id) {
     if (r.ok()) r->log = inv_log_.size() > kLogTail ? inv_log_.substr(inv_log_.size() - kLogTail) : inv_log_;
     done = std::move(done_);
     running_.reset();
-    current_id_.clear();
+    // current_id_ stays: output still in the pipe belongs to this invocation (the next Invoke resets it).
   }
   if (done) done(std::move(r));
 }
