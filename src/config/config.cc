@@ -267,6 +267,11 @@ class Parser {
           for (const auto* k : {"source", "function", "output"}) {
             if (!t[k]) return Error(path + "." + k, "is required");
           }
+          if (tc.source.rfind("s3://", 0) == 0 && tc.token.empty()) {
+            return Error(path + ".token",
+                         "is required for an s3:// source: S3 notifications to POST /v1/events/s3?token=... "
+                         "must be authenticated (pick a long random string)");
+          }
           for (const std::string* uri : {&tc.source, &tc.output}) {
             if (uri->rfind("file://", 0) != 0 && uri->rfind("s3://", 0) != 0) {
               return Error(path, "'" + *uri + "' must be file://DIR or s3://BUCKET/PREFIX");

@@ -868,3 +868,13 @@ def test_a_model_that_cannot_load_fails_the_object_not_each_row(start_server, st
     assert "sha256" in job["error"] or "checksum" in job["error"], job
     assert out_files(outbox) == [], list(outbox.iterdir())
     assert metric(server, "pilotlight_trigger_objects_total", result="failed") == 1
+
+
+def test_s3_trigger_without_a_token_is_refused_at_start(start_server, tmp_path):
+    """S3 notifications must be authenticated: an s3:// source needs a token."""
+    cfg = ("functions:\n  digits: {}\ntriggers:\n  - {source: s3://models/in, function: digits, output: file://%s}\n"
+           % tmp_path)
+    srv = start_server(config=cfg, wait=False, expect_exit=None)
+    assert srv.proc.wait(timeout=30) != 0
+    text = srv.stderr_text() + srv.log_text()
+    assert "triggers[0].token" in text and "required" in text, text[-2000:]
