@@ -250,8 +250,15 @@ StatusOr<std::string> S3BlobStore::Write(const std::string& key, std::string_vie
   Conditions c;
   c.if_match = cond.if_match;
   if (cond.if_absent) c.if_none_match = "*";
-  PL_ASSIGN_OR_RETURN(ObjectInfo o, client_.Put(k, data, c));
-  return o.etag;
+  auto put = client_.Put(k, data, c);
+  if (!put.ok() && put.status().code() == StatusCode::kAborted) {
+    // A retried conditional PUT whose first attempt committed (the answer was lost) gets 412
+    // from its own write: if the object now holds exactly our bytes, the write happened.
+    auto now = client_.Get(k);
+    if (now.ok() && now->status == 200 && now->body == data) return now->etag;
+  }
+  PL_RETURN_IF_ERROR(put.status());
+  return put->etag;
 }
 
 Status S3BlobStore::Upload(const std::string& key, const std::string& local_path, const ProgressFn& progress) {
