@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -218,6 +219,7 @@ Status AsyncInvoker::Start() {
   }
   writer_ = std::thread([this] { WriterLoop(); });
   dispatcher_ = std::thread([this] { DispatchLoop(); });
+  completer_ = std::thread([this] { CompleteLoop(); });
   return OkStatus();
 }
 
@@ -231,6 +233,7 @@ void AsyncInvoker::Stop(Duration timeout) {
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();
   if (dispatcher_.joinable()) dispatcher_.join();
+  if (completer_.joinable()) completer_.join();
 }
 
 void AsyncInvoker::WriterLoop() {
@@ -312,7 +315,29 @@ void AsyncInvoker::DispatchLoop() {
 void AsyncInvoker::Run(Event e) {
   int64_t started = NowMs();
   auto shared = std::make_shared<Event>(std::move(e));
-  executor_(*shared, [this, shared, started](StatusOr<std::string> r) { Finished(*shared, std::move(r), started); });
+  executor_(*shared, [this, shared, started](StatusOr<std::string> r) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      completions_.push_back({*shared, std::move(r), started});
+    }
+    cv_.notify_all();
+  });
+}
+
+void AsyncInvoker::CompleteLoop() {
+  while (true) {
+    std::optional<Completion> c;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      // After Stop, answers still arriving are not recorded: those events stay `running` and
+      // run again at the next start (at-least-once), as after a crash.
+      cv_.wait(l, [&] { return !completions_.empty() || stop_; });
+      if (completions_.empty()) return;
+      c.emplace(std::move(completions_.front()));
+      completions_.pop_front();
+    }
+    Finished(c->event, std::move(c->result), c->started_ms);
+  }
 }
 
 void AsyncInvoker::Finished(const Event& e, StatusOr<std::string> result, int64_t started_ms) {

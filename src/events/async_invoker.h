@@ -13,6 +13,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -77,6 +78,7 @@ class AsyncInvoker {
   };
   void WriterLoop();
   void DispatchLoop();
+  void CompleteLoop();
   void Run(Event e);
   void Finished(const Event& e, StatusOr<std::string> result, int64_t started_ms);
   void WriteDestination(const Event& e);
@@ -97,7 +99,16 @@ class AsyncInvoker {
   std::vector<Pending> pending_;                // GUARDED_BY(mu_) waiting for the next commit
   bool stop_ = false;                           // GUARDED_BY(mu_)
   bool claiming_ = true;                        // GUARDED_BY(mu_)
-  std::thread writer_, dispatcher_;
+  struct Completion {
+    Event event;
+    StatusOr<std::string> result;
+    int64_t started_ms;
+  };
+  // Finished attempts are recorded (SQLite commit, destination write) on a thread of their
+  // own, never on the thread that finished them (a worker's Runtime API thread, a scheduler
+  // worker): a slow destination must not hold up functions.
+  std::deque<Completion> completions_;  // GUARDED_BY(mu_)
+  std::thread writer_, dispatcher_, completer_;
   std::mutex dest_mu_;  // serialises destination writes
 
   prometheus::Counter* enqueued_ = nullptr;
