@@ -73,10 +73,10 @@ class Parser {
   }
 
   Status ParseServer(const YAML::Node& n, ServerConfig* s) {
-    PL_RETURN_IF_ERROR(
-        CheckKeys(n, "server",
-                  {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements", "max_batch_items", "threads",
-                   "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout", "poll_interval"}));
+    PL_RETURN_IF_ERROR(CheckKeys(
+        n, "server",
+        {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements", "max_batch_items", "threads",
+         "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout", "poll_interval", "event_retention"}));
     PL_RETURN_IF_ERROR(StringInto(n, "listen", "server", &s->listen));
     PL_RETURN_IF_ERROR(IntInto(n, "max_body_bytes", "server", 1, int64_t{1} << 34, &s->max_body_bytes));
     PL_RETURN_IF_ERROR(IntInto(n, "max_header_bytes", "server", 256, 1 << 20, &s->max_header_bytes));
@@ -88,6 +88,7 @@ class Parser {
     PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", "server", &s->idle_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "shutdown_timeout", "server", &s->shutdown_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "poll_interval", "server", &s->poll_interval));
+    PL_RETURN_IF_ERROR(DurationInto(n, "event_retention", "server", &s->event_retention));
     return OkStatus();
   }
 

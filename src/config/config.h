@@ -16,16 +16,17 @@ namespace pilotlight::config {
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:8080";
-  uint64_t max_body_bytes = 6 * 1024 * 1024;             // request body limit (413 above it)
-  uint64_t max_header_bytes = 16 * 1024;                 // request line + headers (431 above it)
-  int64_t max_tensor_elements = 16 * 1024 * 1024;        // per input tensor (400 above it)
-  uint32_t max_batch_items = 256;                        // elements in a /v1/batch array
-  int threads = 0;                                       // HTTP threads; 0 = one per core
-  int intra_op_threads = 0;                              // ONNX Runtime shared pool; 0 = one per core
-  Duration read_timeout = std::chrono::seconds(30);      // time to receive a whole request
-  Duration idle_timeout = std::chrono::seconds(60);      // keep-alive idle connection
-  Duration shutdown_timeout = std::chrono::seconds(30);  // SIGTERM drain limit
-  Duration poll_interval = std::chrono::seconds(2);      // re-check each model's current.json; 0 = never
+  uint64_t max_body_bytes = 6 * 1024 * 1024;              // request body limit (413 above it)
+  uint64_t max_header_bytes = 16 * 1024;                  // request line + headers (431 above it)
+  int64_t max_tensor_elements = 16 * 1024 * 1024;         // per input tensor (400 above it)
+  uint32_t max_batch_items = 256;                         // elements in a /v1/batch array
+  int threads = 0;                                        // HTTP threads; 0 = one per core
+  int intra_op_threads = 0;                               // ONNX Runtime shared pool; 0 = one per core
+  Duration read_timeout = std::chrono::seconds(30);       // time to receive a whole request
+  Duration idle_timeout = std::chrono::seconds(60);       // keep-alive idle connection
+  Duration shutdown_timeout = std::chrono::seconds(30);   // SIGTERM drain limit
+  Duration poll_interval = std::chrono::seconds(2);       // re-check each model's current.json; 0 = never
+  Duration event_retention = std::chrono::hours(24 * 7);  // finished events/jobs kept this long; 0 = forever
 };
 
 // The `s3:` block: settings for s3:// stores. Empty fields fall back to the AWS environment

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -264,7 +265,17 @@ void AsyncInvoker::WriterLoop() {
 }
 
 void AsyncInvoker::DispatchLoop() {
+  // Retention: finished events (and trigger jobs) older than `retention` are purged, checked
+  // every retention/2 (at least every second, at most hourly).
+  auto purge_every = std::clamp<Duration>(options_.retention / 2, std::chrono::seconds(1), std::chrono::hours(1));
+  auto next_purge = std::chrono::steady_clock::now();
   while (true) {
+    if (options_.retention > Duration::zero() && std::chrono::steady_clock::now() >= next_purge) {
+      next_purge = std::chrono::steady_clock::now() + purge_every;
+      auto n =
+          store_->Purge(NowMs() - std::chrono::duration_cast<std::chrono::milliseconds>(options_.retention).count());
+      if (n.ok() && *n > 0) LogLine(spdlog::level::info, "finished events purged (retention)").Int("events", *n);
+    }
     std::map<std::string, int> running;
     {
       std::unique_lock<std::mutex> l(mu_);

@@ -45,6 +45,7 @@ class AsyncInvoker {
   struct Options {
     int max_batch = 256;                                     // events per group commit
     Duration poll_interval = std::chrono::milliseconds(20);  // how often due events are looked for
+    Duration retention = std::chrono::hours(24 * 7);         // finished events kept this long (0: forever)
   };
   AsyncInvoker(Options options, EventStore* store, Executor executor, metrics::Registry* metrics);
   ~AsyncInvoker();

@@ -364,6 +364,21 @@ StatusOr<int> EventStore::RecoverRunning(int64_t now_ms) {
   return sqlite3_changes(db_);
 }
 
+StatusOr<int64_t> EventStore::Purge(int64_t before_ms) {
+  std::lock_guard<std::mutex> l(mu_);
+  int64_t n = 0;
+  for (const char* sql : {"DELETE FROM events WHERE status = 'succeeded' AND destination_done = 1 AND finished_ms < ?",
+                          "DELETE FROM jobs WHERE status = 'done' AND finished_ms < ?"}) {
+    Stmt st(db_, sql);
+    st.Bind(1, before_ms);
+    if (sqlite3_step(st.get()) != SQLITE_DONE) {
+      return UnavailableError(std::string("event store purge failed: ") + sqlite3_errmsg(db_));
+    }
+    n += sqlite3_changes(db_);
+  }
+  return n;
+}
+
 StatusOr<QueueStats> EventStore::Stats() {
   std::lock_guard<std::mutex> l(mu_);
   QueueStats s;

@@ -107,6 +107,9 @@ class EventStore {
   // At start-up: running → queued (interrupted by a crash). Returns how many.
   StatusOr<int> RecoverRunning(int64_t now_ms);
   StatusOr<QueueStats> Stats();
+  // Deletes succeeded events (destination written) and done jobs that finished before
+  // `before_ms`. Dead letters and failed jobs stay until redriven or replaced. Returns how many.
+  StatusOr<int64_t> Purge(int64_t before_ms);
 
   // Object-upload jobs. InsertJob is idempotent per (trigger, key, etag): false when known.
   StatusOr<bool> InsertJob(const std::string& trigger, const std::string& key, const std::string& etag, int64_t now_ms);

@@ -134,8 +134,10 @@ int Serve(const config::Config& cfg) {
     LogLine(spdlog::level::err, "cannot open the event store").Str("error", event_store.status().message());
     return 2;
   }
+  events::AsyncInvoker::Options async_options;
+  async_options.retention = cfg.server.event_retention;
   events::AsyncInvoker async(
-      events::AsyncInvoker::Options{}, event_store->get(),
+      async_options, event_store->get(),
       [&gateway](const events::Event& e, std::function<void(StatusOr<std::string>)> done) {
         gateway.RunAsyncEvent(e, std::move(done));
       },

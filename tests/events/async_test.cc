@@ -225,3 +225,26 @@ TEST_F(EventsTest, Invoker_EventsOlderThanMaxAgeAreDeadLetteredWithoutRunning) {
 
 }  // namespace
 }  // namespace pilotlight::events
+
+namespace pilotlight::events {
+namespace {
+
+TEST_F(EventsTest, Store_PurgeRemovesOnlyFinishedAndDeliveredEvents) {
+  auto store = Open();
+  auto ids = store->Insert({{"f", "ok"}, {"f", "undelivered"}, {"f", "dead"}, {"f", "queued"}}, 1000).value();
+  ASSERT_EQ(store->ClaimDue(1000, 3, [](const Event&) { return true; })->size(), 3u);
+  ASSERT_TRUE(store->Succeed(ids[0], "r", {1000, 2000, ""}).ok());
+  ASSERT_TRUE(store->MarkDestinationDone(ids[0]).ok());
+  ASSERT_TRUE(store->Succeed(ids[1], "r", {1000, 2000, ""}).ok());  // its destination is not written yet
+  ASSERT_TRUE(store->DeadLetter(ids[2], {1000, 2000, "boom"}, 2000).ok());
+  ASSERT_TRUE(store->MarkDestinationDone(ids[2]).ok());
+  EXPECT_EQ(store->Purge(2000).value(), 0) << "nothing finished before the cut-off";
+  EXPECT_EQ(store->Purge(2001).value(), 1);
+  EXPECT_EQ(store->Get(ids[0]).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store->Get(ids[1]).ok()) << "an undelivered result is kept";
+  EXPECT_TRUE(store->Get(ids[2]).ok()) << "dead letters stay until redriven";
+  EXPECT_TRUE(store->Get(ids[3]).ok());
+}
+
+}  // namespace
+}  // namespace pilotlight::events

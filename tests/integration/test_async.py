@@ -914,3 +914,28 @@ def test_metrics(start_server):
     assert m.sum("pilotlight_async_dead_letters_total") == 1
     assert m.sum("pilotlight_async_queue_depth") == 0
     assert m.sum("pilotlight_async_oldest_event_age_seconds") == 0
+
+
+def test_finished_events_are_purged_after_server_event_retention(start_server, tmp_path):
+    """server.event_retention bounds events.db: succeeded events go after it; dead letters stay."""
+    lam = Path(__file__).resolve().parent / "lambda"
+    cfg = {"server": {"event_retention": "1s"},
+           "functions": {
+               "echo": {"runtime": "process", "command": ["/usr/bin/python3", str(lam / "bootstrap.py")],
+                        "handler": "handlers.echo", "cwd": str(lam)},
+               "fail": {"runtime": "process", "command": ["/usr/bin/python3", str(lam / "bootstrap.py")],
+                        "handler": "handlers.fail", "cwd": str(lam),
+                        "async": {"max_retries": 0}}}}
+    srv = start_server(config=cfg)
+    ok = srv.session.post(srv.url + "/v1/functions/echo/invoke-async", json={"a": 1}, timeout=30).json()["event_id"]
+    bad = srv.session.post(srv.url + "/v1/functions/fail/invoke-async", json={"b": 1}, timeout=30).json()["event_id"]
+    deadline = time.time() + 20
+    purged = False
+    while time.time() < deadline:
+        if srv.session.get(srv.url + "/v1/events/" + ok, timeout=10).status_code == 404:
+            purged = True
+            break
+        time.sleep(0.2)
+    assert purged, "a succeeded event outlived server.event_retention"
+    dead = srv.session.get(srv.url + "/v1/events/" + bad, timeout=10)
+    assert dead.status_code == 200 and dead.json()["status"] == "dead_letter", dead.text
