@@ -182,30 +182,38 @@ void FunctionPool::DoLoad(bool for_request) {
     std::lock_guard<std::mutex> l(mu_);
     selector = !slots_.empty() && !active_version_.empty() ? active_version_ : options_.version;
   }
-  if (options_.process) return DoLoadProcess(for_request, t0);
-  auto resolved = store_->Resolve(options_.model, selector);
+  StatusOr<store::ResolvedModel> resolved = store::ResolvedModel{};
   Status integrity_error;
-  if (!resolved.ok() && resolved.status().code() == StatusCode::kDataLoss) {
-    integrity_error = resolved.status();
-    std::string good;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      good = last_good_version_;
-    }
-    LogLine(spdlog::level::err, "model integrity check failed")
-        .Str("function", options_.function)
-        .Str("error", integrity_error.message())
-        .Str("fallback_version", good);
-    if (!good.empty()) {
-      auto fallback = store_->Resolve(options_.model, good);
-      if (fallback.ok()) resolved = std::move(fallback);
+  if (options_.process) {
+    // A process function has no model in the store: its instance is a worker process.
+    resolved->manifest.name = options_.function;
+    resolved->manifest.version = "$LATEST";
+  } else {
+    resolved = store_->Resolve(options_.model, selector);
+    if (!resolved.ok() && resolved.status().code() == StatusCode::kDataLoss) {
+      integrity_error = resolved.status();
+      std::string good;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        good = last_good_version_;
+      }
+      LogLine(spdlog::level::err, "model integrity check failed")
+          .Str("function", options_.function)
+          .Str("error", integrity_error.message())
+          .Str("fallback_version", good);
+      if (!good.empty()) {
+        auto fallback = store_->Resolve(options_.model, good);
+        if (fallback.ok()) resolved = std::move(fallback);
+      }
     }
   }
   TimePoint t1 = clock_->Now();
-  StatusOr<std::unique_ptr<runtime::Instance>> inst =
-      resolved.ok() ? runtime_->Load({options_.function, resolved->local_path})
-                    : StatusOr<std::unique_ptr<runtime::Instance>>(resolved.status());
-  if (inst.ok()) {
+  using InstanceOr = StatusOr<std::unique_ptr<runtime::Instance>>;
+  InstanceOr inst = !resolved.ok() ? InstanceOr(resolved.status())
+                    : runtime_
+                        ? runtime_->Load({options_.function, resolved->local_path, options_.process.get()})
+                        : InstanceOr(FailedPreconditionError("process functions are not enabled in this server"));
+  if (inst.ok() && !options_.process) {
     Status schema = CheckSchema(resolved->manifest, **inst);
     if (!schema.ok()) inst = schema;
   }
@@ -226,7 +234,6 @@ void FunctionPool::DoLoad(bool for_request) {
     if (inst.ok() && !slots_.empty() && resolved->manifest.version != active_version_) {
       // A swap finished while this scale-out load ran: this instance is already outdated.
       loaders_->Post([dead = std::shared_ptr<runtime::Instance>(std::move(inst).value())]() mutable { dead.reset(); });
-      inst = UnavailableError("outdated");
       UpdateGaugesLocked();
       return;
     }
@@ -246,15 +253,18 @@ void FunctionPool::DoLoad(bool for_request) {
       latest_inputs_ = std::make_shared<const std::vector<tensor::TensorSpec>>(slot->instance->inputs());
       last_error_ = integrity_error;
       retry_backoff_ = std::chrono::milliseconds(500);
-      metrics_->init_fetch->Observe(ToSeconds(t1 - t0));
+      if (!options_.process) metrics_->init_fetch->Observe(ToSeconds(t1 - t0));
       metrics_->init_load->Observe(ToSeconds(t2 - t1));
-      LogLine(spdlog::level::info, "instance loaded")
-          .Str("function", options_.function)
-          .Str("version", slot->manifest.version)
-          .Num("fetch_ms", ToMillis(t1 - t0))
-          .Num("load_ms", ToMillis(t2 - t1))
-          .Int("instances", static_cast<int64_t>(slots_.size()))
-          .Bool("for_request", for_request);
+      LogLine line(spdlog::level::info, options_.process ? "worker started" : "instance loaded");
+      line.Str("function", options_.function);
+      if (options_.process) {
+        line.Num("init_ms", ToMillis(t2 - t1));
+      } else {
+        line.Str("version", slot->manifest.version)
+            .Num("fetch_ms", ToMillis(t1 - t0))
+            .Num("load_ms", ToMillis(t2 - t1));
+      }
+      line.Int("instances", static_cast<int64_t>(slots_.size())).Bool("for_request", for_request);
       waiters.swap(warm_waiters_);
       PumpLocked(ready);
       // Still saturated with requests waiting: scale out, one load at a time.
@@ -266,7 +276,7 @@ void FunctionPool::DoLoad(bool for_request) {
       metrics_->load_failures->Increment();
       retry_after_ = t2 + retry_backoff_;
       retry_backoff_ = std::min<Duration>(retry_backoff_ * 2, std::chrono::seconds(30));
-      LogLine(spdlog::level::err, "instance load failed")
+      LogLine(spdlog::level::err, options_.process ? "worker failed to start" : "instance load failed")
           .Str("function", options_.function)
           .Str("model", options_.model)
           .Str("version", options_.version)
@@ -274,62 +284,6 @@ void FunctionPool::DoLoad(bool for_request) {
       waiters.swap(warm_waiters_);
       if (slots_.empty()) {
         // Nothing can serve the queued requests: answer them with the reason.
-        for (auto& w : queue_) ready.emplace_back(std::move(w.cb), result);
-        queue_.clear();
-      }
-    }
-    UpdateGaugesLocked();
-  }
-  for (auto& w : waiters) w(result);
-  Deliver(ready, true);
-}
-
-void FunctionPool::DoLoadProcess(bool for_request, TimePoint t0) {
-  auto inst = runtime_ ? runtime_->Load({options_.function, "", options_.process.get()})
-                       : StatusOr<std::unique_ptr<runtime::Instance>>(
-                             FailedPreconditionError("process functions are not enabled in this server"));
-  TimePoint t1 = clock_->Now();
-  Ready ready;
-  std::vector<std::function<void(Status)>> waiters;
-  Status result = inst.ok() ? OkStatus() : inst.status();
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    loading_--;
-    if (inst.ok()) {
-      auto slot = std::make_shared<Slot>();
-      slot->id = ++next_slot_id_;
-      slot->instance = std::move(inst).value();
-      slot->manifest.name = options_.function;
-      slot->manifest.version = "$LATEST";
-      slot->last_used = t1;
-      slot->load_time = t1 - t0;
-      slot->pending_cold = for_request;
-      slots_.push_back(slot);
-      active_version_ = "$LATEST";
-      last_good_version_ = "$LATEST";
-      last_error_ = OkStatus();
-      retry_backoff_ = std::chrono::milliseconds(500);
-      metrics_->init_load->Observe(ToSeconds(t1 - t0));
-      LogLine(spdlog::level::info, "worker started")
-          .Str("function", options_.function)
-          .Num("init_ms", ToMillis(t1 - t0))
-          .Int("instances", static_cast<int64_t>(slots_.size()))
-          .Bool("for_request", for_request);
-      waiters.swap(warm_waiters_);
-      PumpLocked(ready);
-      if (!queue_.empty() && !FreeSlotLocked() && static_cast<int>(slots_.size()) < options_.max_instances) {
-        StartLoadLocked(true);
-      }
-    } else {
-      last_error_ = result;
-      metrics_->load_failures->Increment();
-      retry_after_ = t1 + retry_backoff_;
-      retry_backoff_ = std::min<Duration>(retry_backoff_ * 2, std::chrono::seconds(30));
-      LogLine(spdlog::level::err, "worker failed to start")
-          .Str("function", options_.function)
-          .Str("error", result.ToString());
-      waiters.swap(warm_waiters_);
-      if (slots_.empty()) {
         for (auto& w : queue_) ready.emplace_back(std::move(w.cb), result);
         queue_.clear();
       }

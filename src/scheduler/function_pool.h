@@ -172,7 +172,6 @@ class FunctionPool {
   void Release(std::shared_ptr<Slot> slot);
   void StartLoadLocked(bool for_request);  // requires mu_
   void DoLoad(bool for_request);
-  void DoLoadProcess(bool for_request, TimePoint t0);
   void StartSwapLocked(const std::string& version);  // requires mu_
   void DoSwap(std::string version, int count);
   void PumpLocked(Ready& ready);  // requires mu_
