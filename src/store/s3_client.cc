@@ -239,9 +239,12 @@ bool Retryable(const Response& r) {
   return false;
 }
 
-void Backoff(const S3Options& o, int attempt) {
+// Exponential backoff with jitter before retry number `attempt` (0-based); plain URLs (no
+// options) use a 200 ms base.
+void Backoff(const S3Options* o, int attempt) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  double base = static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(o.retry_base).count());
+  Duration retry_base = o ? o->retry_base : std::chrono::milliseconds(200);
+  double base = static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(retry_base).count());
   double d = std::min(base * static_cast<double>(1 << std::min(attempt, 10)), 5e6);
   std::uniform_real_distribution<double> jitter(0.5, 1.5);
   std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(d * jitter(rng))));
@@ -477,26 +480,20 @@ Status ErrorFor(const Response& r, const std::string& what, const S3Options* o) 
   return FailedPreconditionError(what + ": " + detail);
 }
 
+// One attempt on a pooled handle (its connection is kept for the next request).
+Response PerformOnce(S3Client::Impl* impl, const S3Options* o, Request& req) {
+  CURL* c = impl->Take();
+  Response r = Perform(c, o, req);
+  impl->Give(c);
+  return r;
+}
+
 // Runs `req` with retries; the result of the last attempt.
-Response WithRetries(S3Client::Impl* impl, const S3Options* o, Request& req, int max_attempts,
-                     const std::function<void()>& before_retry = {}) {
+Response WithRetries(S3Client::Impl* impl, const S3Options* o, Request& req, int max_attempts) {
   Response r;
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
-    if (attempt > 0) {
-      if (o) {
-        Backoff(*o, attempt - 1);
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200 << std::min(attempt - 1, 5)));
-      }
-      if (before_retry) before_retry();
-    }
-    CURL* c = impl ? impl->Take() : curl_easy_init();
-    r = Perform(c, o, req);
-    if (impl) {
-      impl->Give(c);
-    } else {
-      curl_easy_cleanup(c);
-    }
+    if (attempt > 0) Backoff(o, attempt - 1);
+    r = PerformOnce(impl, o, req);
     if (!Retryable(r)) break;
     LogLine(spdlog::level::warn, "object store request failed; retrying")
         .Str("method", req.method)
@@ -521,7 +518,7 @@ ObjectInfo InfoFrom(const Response& r) {
   return info;
 }
 
-// Streams into dest with resume. `o`/`impl` null for unsigned plain URLs.
+// Streams into dest with resume. `o` null for unsigned plain URLs.
 StatusOr<ObjectInfo> DownloadImpl(S3Client::Impl* impl, const S3Options* o, const std::string& url,
                                   const std::string& what, const std::string& dest, const Conditions& c,
                                   const ProgressFn& progress, int max_attempts) {
@@ -532,13 +529,7 @@ StatusOr<ObjectInfo> DownloadImpl(S3Client::Impl* impl, const S3Options* o, cons
   std::string etag;
   Response r;
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
-    if (attempt > 0) {
-      if (o) {
-        Backoff(*o, attempt - 1);
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200 << std::min(attempt - 1, 5)));
-      }
-    }
+    if (attempt > 0) Backoff(o, attempt - 1);
     Request req;
     req.url = url;
     if (have > 0 && !etag.empty()) {
@@ -559,14 +550,7 @@ StatusOr<ObjectInfo> DownloadImpl(S3Client::Impl* impl, const S3Options* o, cons
     sink.have = &have;
     sink.progress = progress;
     req.sink = &sink;
-    CURL* h = impl ? impl->Take() : curl_easy_init();
-    // Total size for progress: known after the first response's headers.
-    r = Perform(h, o, req);
-    if (impl) {
-      impl->Give(h);
-    } else {
-      curl_easy_cleanup(h);
-    }
+    r = PerformOnce(impl, o, req);
     if (!r.headers.etag.empty() && (r.status == 200 || r.status == 206)) etag = r.headers.etag;
     if (r.rc == CURLE_OK && (r.status == 200 || r.status == 206)) {
       ObjectInfo info = InfoFrom(r);
@@ -814,7 +798,8 @@ StatusOr<ObjectInfo> DownloadUrl(const std::string& url, const std::string& dest
   GlobalInit();
   // Never log or echo a presigned URL's query: it is a credential.
   std::string what = url.substr(0, url.find('?'));
-  return DownloadImpl(nullptr, nullptr, url, what, dest, {}, progress, 5);
+  static S3Client::Impl handles;  // plain-URL downloads share their connections too
+  return DownloadImpl(&handles, nullptr, url, what, dest, {}, progress, 5);
 }
 
 }  // namespace pilotlight::store
