@@ -25,6 +25,12 @@ using namespace pilotlight;
 
 namespace {
 
+// A server URL without trailing slashes, ready for "/v1/...".
+std::string BaseUrl(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
 int Fail(const Status& s) {
   std::fprintf(stderr, "error: %s\n", s.message().c_str());
   return 1;
@@ -174,8 +180,7 @@ int ModelVerify(const StoreArgs& sa, const std::string& name, std::string versio
 int ModelChange(const StoreArgs& sa, const std::string& server, const std::string& name, const std::string& version,
                 bool rollback) {
   if (!server.empty()) {
-    std::string base = server;
-    while (!base.empty() && base.back() == '/') base.pop_back();
+    std::string base = BaseUrl(server);
     std::string url = base + "/admin/models/" + name + (rollback ? "/rollback" : "/promote");
     std::string body = rollback ? "{}" : nlohmann::json({{"version", version}}).dump();
     auto r = http::Post(url, body, {{"Content-Type", "application/json"}});
@@ -261,8 +266,7 @@ int Invoke(const std::string& url, const std::string& name, std::string data) {
     ss << in.rdbuf();
     data = ss.str();
   }
-  std::string base = url;
-  while (!base.empty() && base.back() == '/') base.pop_back();
+  std::string base = BaseUrl(url);
   auto r = http::Post(base + "/v1/functions/" + name + "/invoke", data, {{"Content-Type", "application/json"}});
   if (!r.ok()) return Fail(r.status());
   std::fwrite(r->body.data(), 1, r->body.size(), stdout);
@@ -277,8 +281,7 @@ int Invoke(const std::string& url, const std::string& name, std::string data) {
 // `pilotlight events ...`: the server's /v1/events API, printed for people (or --json).
 int Events(const std::string& url, const std::string& action, const std::string& id, const std::string& status,
            const std::string& function, int limit, bool as_json) {
-  std::string base = url;
-  while (!base.empty() && base.back() == '/') base.pop_back();
+  std::string base = BaseUrl(url);
   StatusOr<http::ClientResponse> r = InternalError("unreachable");
   if (action == "list") {
     std::string q = fmt::format("?limit={}", limit);

@@ -27,5 +27,8 @@ inline double ToSeconds(Duration d) { return std::chrono::duration<double>(d).co
 
 // Wall-clock time as RFC 3339 UTC with milliseconds ("2026-11-23T10:00:00.123Z").
 std::string NowRfc3339();
+// Milliseconds since the Unix epoch (wall clock), and their RFC 3339 form ("" for 0).
+int64_t UnixMillis();
+std::string Rfc3339(int64_t unix_ms);
 
 }  // namespace pilotlight

@@ -15,24 +15,12 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
+#include "common/fileio.h"
 #include "common/logging.h"
 
 namespace pilotlight::events {
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string Rfc3339(int64_t ms) {
-  if (ms <= 0) return "";
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
-}
 
 // A payload or result as JSON when it is JSON, else as a string.
 nlohmann::json Embed(const std::string& text) {
@@ -44,21 +32,10 @@ nlohmann::json Embed(const std::string& text) {
 Status AppendLine(const std::string& path, const std::string& line) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return UnavailableError("cannot open destination " + path + ": " + std::strerror(errno));
-  std::string data = line + "\n";
-  size_t off = 0;
-  while (off < data.size()) {
-    ssize_t w = ::write(fd, data.data() + off, data.size() - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      ::close(fd);
-      return UnavailableError("cannot write destination " + path + ": " + std::strerror(errno));
-    }
-    off += static_cast<size_t>(w);
-  }
-  int rc = ::fsync(fd);
+  Status st = WriteAll(fd, line + "\n", "destination " + path);
+  if (st.ok() && ::fsync(fd) != 0) st = UnavailableError("cannot fsync destination " + path);
   ::close(fd);
-  if (rc != 0) return UnavailableError("cannot fsync destination " + path);
-  return OkStatus();
+  return st;
 }
 
 size_t Discard(char*, size_t size, size_t n, void*) { return size * n; }
@@ -129,7 +106,7 @@ void AsyncInvoker::UpdateGauges() {
   auto s = store_->Stats();
   if (!s.ok()) return;
   depth_->Set(static_cast<double>(s->queued + s->running));
-  oldest_->Set(s->oldest_queued_ms ? static_cast<double>(NowMs() - s->oldest_queued_ms) / 1000.0 : 0.0);
+  oldest_->Set(s->oldest_queued_ms ? static_cast<double>(UnixMillis() - s->oldest_queued_ms) / 1000.0 : 0.0);
 }
 
 void AsyncInvoker::ConfigureDefault(AsyncConfig config) {
@@ -167,14 +144,22 @@ void AsyncInvoker::Enqueue(const std::string& function, std::string payload,
   cv_.notify_all();
 }
 
-Status AsyncInvoker::Redrive(const std::string& id) {
-  PL_RETURN_IF_ERROR(store_->Redrive(id, NowMs()));
+void AsyncInvoker::Wake() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    work_ = true;
+  }
   cv_.notify_all();
+}
+
+Status AsyncInvoker::Redrive(const std::string& id) {
+  PL_RETURN_IF_ERROR(store_->Redrive(id, UnixMillis()));
+  Wake();
   return OkStatus();
 }
 
 Status AsyncInvoker::Start() {
-  PL_ASSIGN_OR_RETURN(int recovered, store_->RecoverRunning(NowMs()));
+  PL_ASSIGN_OR_RETURN(int recovered, store_->RecoverRunning(UnixMillis()));
   if (recovered > 0) {
     LogLine(spdlog::level::warn, "asynchronous events interrupted by a restart are queued again")
         .Int("events", recovered);
@@ -251,7 +236,7 @@ void AsyncInvoker::WriterLoop() {
     std::vector<NewEvent> events;
     events.reserve(batch.size());
     for (auto& p : batch) events.push_back(p.event);
-    auto ids = store_->Insert(events, NowMs());
+    auto ids = store_->Insert(events, UnixMillis());
     if (ids.ok() && enqueued_) enqueued_->Increment(static_cast<double>(ids->size()));
     for (size_t i = 0; i < batch.size(); ++i) {
       if (ids.ok()) {
@@ -260,7 +245,7 @@ void AsyncInvoker::WriterLoop() {
         batch[i].done(ids.status());
       }
     }
-    cv_.notify_all();  // the dispatcher may have work now
+    Wake();  // the dispatcher has work now
   }
 }
 
@@ -269,17 +254,21 @@ void AsyncInvoker::DispatchLoop() {
   // every retention/2 (at least every second, at most hourly).
   auto purge_every = std::clamp<Duration>(options_.retention / 2, std::chrono::seconds(1), std::chrono::hours(1));
   auto next_purge = std::chrono::steady_clock::now();
+  bool idle = false;  // the last look found nothing to start
   while (true) {
     if (options_.retention > Duration::zero() && std::chrono::steady_clock::now() >= next_purge) {
       next_purge = std::chrono::steady_clock::now() + purge_every;
-      auto n =
-          store_->Purge(NowMs() - std::chrono::duration_cast<std::chrono::milliseconds>(options_.retention).count());
+      auto n = store_->Purge(UnixMillis() -
+                             std::chrono::duration_cast<std::chrono::milliseconds>(options_.retention).count());
       if (n.ok() && *n > 0) LogLine(spdlog::level::info, "finished events purged (retention)").Int("events", *n);
     }
     std::map<std::string, int> running;
     {
+      // New events and finished ones wake this thread at once; the timed wake-up is only for
+      // retries coming due, so an idle queue is looked at 10x less often.
       std::unique_lock<std::mutex> l(mu_);
-      cv_.wait_for(l, options_.poll_interval);
+      cv_.wait_for(l, idle ? options_.poll_interval * 10 : options_.poll_interval, [&] { return work_ || stop_; });
+      work_ = false;
       if (stop_) break;
       if (!claiming_) continue;
       running = running_;
@@ -292,7 +281,7 @@ void AsyncInvoker::DispatchLoop() {
       if (n >= ConfigFor(fn).max_concurrency) full.push_back(fn);
     }
     auto claimed = store_->ClaimDue(
-        NowMs(), 64,
+        UnixMillis(), 64,
         [&](const Event& e) {
           auto it = room.find(e.function);
           if (it == room.end())
@@ -306,6 +295,7 @@ void AsyncInvoker::DispatchLoop() {
       LogLine(spdlog::level::err, "cannot read the event store").Str("error", claimed.status().ToString());
       continue;
     }
+    idle = claimed->empty();
     for (auto& e : *claimed) {
       {
         std::lock_guard<std::mutex> l(mu_);
@@ -313,7 +303,7 @@ void AsyncInvoker::DispatchLoop() {
         running_total_++;
       }
       AsyncConfig cfg = ConfigFor(e.function);
-      int64_t now = NowMs();
+      int64_t now = UnixMillis();
       if (now - e.created_ms > std::chrono::duration_cast<std::chrono::milliseconds>(cfg.max_event_age).count()) {
         Finished(e, DeadlineExceededError("the event is older than max_event_age and was not run"), now);
         continue;
@@ -324,7 +314,7 @@ void AsyncInvoker::DispatchLoop() {
 }
 
 void AsyncInvoker::Run(Event e) {
-  int64_t started = NowMs();
+  int64_t started = UnixMillis();
   auto shared = std::make_shared<Event>(std::move(e));
   executor_(*shared, [this, shared, started](StatusOr<std::string> r) {
     {
@@ -353,7 +343,7 @@ void AsyncInvoker::CompleteLoop() {
 
 void AsyncInvoker::Finished(const Event& e, StatusOr<std::string> result, int64_t started_ms) {
   AsyncConfig cfg = ConfigFor(e.function);
-  int64_t now = NowMs();
+  int64_t now = UnixMillis();
   Attempt attempt{started_ms, now, result.ok() ? "" : result.status().message()};
   Event done = e;
   done.history.push_back(attempt);
@@ -414,6 +404,7 @@ void AsyncInvoker::Finished(const Event& e, StatusOr<std::string> result, int64_
     std::lock_guard<std::mutex> l(mu_);
     running_[e.function]--;
     running_total_--;
+    work_ = true;  // a slot is free
   }
   cv_.notify_all();
 }

@@ -79,6 +79,7 @@ class AsyncInvoker {
   };
   void WriterLoop();
   void DispatchLoop();
+  void Wake();  // tells the dispatcher there may be events to start
   void CompleteLoop();
   void Run(Event e);
   void Finished(const Event& e, StatusOr<std::string> result, int64_t started_ms);
@@ -100,6 +101,7 @@ class AsyncInvoker {
   std::vector<Pending> pending_;                // GUARDED_BY(mu_) waiting for the next commit
   bool stop_ = false;                           // GUARDED_BY(mu_)
   bool claiming_ = true;                        // GUARDED_BY(mu_)
+  bool work_ = false;                           // GUARDED_BY(mu_) new, freed or redriven: look now
   struct Completion {
     Event event;
     StatusOr<std::string> result;

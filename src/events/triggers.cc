@@ -17,26 +17,16 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/clock.h"
+#include "common/fileio.h"
 #include "common/logging.h"
+#include "common/url.h"
 
 namespace pilotlight::events {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string Rfc3339(int64_t ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                     tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
-}
 
 bool EndsWith(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -49,28 +39,15 @@ bool Eligible(const std::string& name) {
          !EndsWith(base, ".tmp") && !EndsWith(base, ".part") && base.find(".tmp.") == std::string::npos;
 }
 
-std::string UrlDecodeKey(std::string_view s) {  // S3 notification keys: '+' is a space
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-// One input row: the JSON of its inputs (an array for a one-input model, an object of named
-// inputs otherwise), or why it cannot be used.
+// One input row: its value for a one-input model (batched with its neighbours), or named
+// inputs {"name": [row], ...} (run alone), or why it cannot be used.
 struct Row {
-  std::string inputs;
+  json value;
+  bool named = false;
   std::string error;
 };
+
+Row Bad(std::string why) { return Row{json(), false, std::move(why)}; }
 
 bool IsNumber(std::string_view s, double* out) {
   std::string t(s);
@@ -114,9 +91,9 @@ StatusOr<std::vector<Row>> ParseCsv(std::istream& in) {
     }
     first = false;
     if (!bad.empty()) {
-      rows.push_back({"", "not a number: '" + bad.substr(0, 64) + "'"});
+      rows.push_back(Bad("not a number: '" + bad.substr(0, 64) + "'"));
     } else {
-      rows.push_back({json::array({arr}).dump(), ""});
+      rows.push_back({std::move(arr)});
     }
   }
   return rows;
@@ -129,22 +106,22 @@ StatusOr<std::vector<Row>> ParseJsonl(std::istream& in) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto j = json::parse(line, nullptr, false);
     if (j.is_discarded()) {
-      rows.push_back({"", "not valid JSON"});
+      rows.push_back(Bad("not valid JSON"));
     } else if (j.is_array()) {
-      rows.push_back({json::array({j}).dump(), ""});  // one row of a one-input model
+      rows.push_back({std::move(j)});  // one row of a one-input model
     } else if (j.is_object() && j.contains("inputs")) {
-      const json& x = j["inputs"];
+      json& x = j["inputs"];
       if (x.is_array()) {
-        rows.push_back({json::array({x}).dump(), ""});
+        rows.push_back({std::move(x)});
       } else if (x.is_object()) {
         json named = json::object();  // named inputs: each value one row
         for (auto& [k, v] : x.items()) named[k] = json::array({v});
-        rows.push_back({named.dump(), ""});
+        rows.push_back({std::move(named), true});
       } else {
-        rows.push_back({"", "\"inputs\" must be a row (array) or named rows (object)"});
+        rows.push_back(Bad("\"inputs\" must be a row (array) or named rows (object)"));
       }
     } else {
-      rows.push_back({"", "each line must be a row (a JSON array) or {\"inputs\": ...}"});
+      rows.push_back(Bad("each line must be a row (a JSON array) or {\"inputs\": ...}"));
     }
   }
   return rows;
@@ -231,7 +208,7 @@ StatusOr<std::vector<Row>> ParseNpy(std::istream& in) {
         }
       }
     }
-    rows.push_back({json::array({shape.size() == 2 ? arr : arr[0]}).dump(), ""});
+    rows.push_back({shape.size() == 2 ? std::move(arr) : std::move(arr[0])});
   }
   return rows;
 }
@@ -350,7 +327,7 @@ void Triggers::Consider(Source& src, const std::string& name) {
   if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;
   std::string etag = fmt::format("{:x}-{:x}-{:x}", static_cast<uint64_t>(st.st_ino), static_cast<uint64_t>(st.st_size),
                                  static_cast<uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ull + st.st_mtim.tv_nsec);
-  auto inserted = db_->InsertJob(src.spec.source, name, etag, NowMs());
+  auto inserted = db_->InsertJob(src.spec.source, name, etag, UnixMillis());
   if (inserted.ok() && *inserted) {
     LogLine(spdlog::level::info, "trigger: new object").Str("source", src.spec.source).Str("key", name);
     std::lock_guard<std::mutex> l(mu_);
@@ -404,7 +381,7 @@ StatusOr<int> Triggers::OnS3Notification(std::string_view body, const std::strin
     const json& s3 = r["s3"];
     std::string bucket = s3.contains("bucket") ? s3["bucket"].value("name", "") : "";
     if (!s3.contains("object") || !s3["object"].is_object()) continue;
-    std::string key = UrlDecodeKey(s3["object"].value("key", ""));
+    std::string key = PercentDecode(s3["object"].value("key", ""));
     std::string etag = s3["object"].value("eTag", s3["object"].value("etag", ""));
     for (auto& src : sources_) {
       if (src->bucket.empty() || src->bucket != bucket) continue;
@@ -415,7 +392,7 @@ StatusOr<int> Triggers::OnS3Notification(std::string_view body, const std::strin
       authorised_any = true;
       std::string rel = key.substr(want.size());
       if (rel.empty() || !Eligible(rel) || !store::ValidateKey(rel).ok()) continue;
-      PL_ASSIGN_OR_RETURN(bool inserted, db_->InsertJob(src->spec.source, rel, etag, NowMs()));
+      PL_ASSIGN_OR_RETURN(bool inserted, db_->InsertJob(src->spec.source, rel, etag, UnixMillis()));
       if (inserted) created++;
     }
   }
@@ -443,7 +420,7 @@ void Triggers::WorkLoop() {
         std::lock_guard<std::mutex> l(mu_);
         if (stop_) return;
       }
-      auto job = db_->NextJob(NowMs());
+      auto job = db_->NextJob(UnixMillis());
       if (!job.ok() || !job->has_value()) break;
       Job j = std::move(job->value());
       Status st = RunJob(j);
@@ -456,7 +433,7 @@ void Triggers::WorkLoop() {
             .Str("source", j.trigger)
             .Str("key", j.key)
             .Str("error", st.ToString());
-        (void)db_->FinishJob(j.id, "failed", j.rows, st.message(), NowMs());
+        (void)db_->FinishJob(j.id, "failed", j.rows, st.message(), UnixMillis());
         if (objects_failed_) objects_failed_->Increment();
       }
     }
@@ -537,81 +514,56 @@ Status Triggers::RunJob(Job& job) {
         return CancelledError("stopping");
       }
     }
-    // A batch of consecutive one-input rows (arrays) runs as one request; other rows alone.
+    // Consecutive one-input rows run as one request; a named-input row runs alone.
     size_t end = i;
     json inputs = json::array();
-    while (end < rows.size() && end - i < batch && rows[end].error.empty() && rows[end].inputs[0] == '[' &&
-           rows[end].inputs[1] == '[') {
-      inputs.push_back(json::parse(rows[end].inputs)[0]);
+    while (end < rows.size() && end - i < batch && rows[end].error.empty() && !rows[end].named) {
+      inputs.push_back(rows[end].value);
       ++end;
     }
+    if (end == i) end = i + 1;
     std::vector<std::string> lines;
-    auto error_line = [](size_t row, const std::string& type, const std::string& message) {
-      return fmt::format(
-          "{{\"row\":{},\"error\":{}}}", row,
-          json({{"type", type}, {"message", message}}).dump(-1, ' ', false, json::error_handler_t::replace));
-    };
-    if (end > i) {
+    std::optional<std::vector<json>> outs;
+    if (!rows[i].named && rows[i].error.empty()) {
       auto r = run(json({{"inputs", inputs}}).dump());
-      std::optional<std::vector<json>> outs;
       if (r.ok()) outs = SplitOutputs(*r, end - i);
-      if (outs) {
-        for (size_t k = 0; k < outs->size(); ++k) lines.push_back(OutputLine(i + k, (*outs)[k]));
-        ok += static_cast<int64_t>(outs->size());
-      } else {
-        // Find the bad rows: run each alone. A failure that is not about the input (the
-        // function is gone, the model cannot load) fails the whole object instead.
-        for (size_t k = i; k < end; ++k) {
-          auto one = run(json({{"inputs", json::array({inputs[k - i]})}}).dump());
+    }
+    if (outs) {
+      for (size_t k = 0; k < outs->size(); ++k) lines.push_back(OutputLine(i + k, (*outs)[k]));
+      ok += static_cast<int64_t>(outs->size());
+    } else {
+      // Run the rows alone to find the bad ones. A failure that is not about the input (the
+      // function is gone, the model cannot load) fails the whole object instead.
+      for (size_t k = i; k < end; ++k) {
+        const Row& row = rows[k];
+        std::string why = row.error;
+        if (why.empty()) {
+          auto one = run(json({{"inputs", row.named ? row.value : json::array({row.value})}}).dump());
           auto split = one.ok() ? SplitOutputs(*one, 1) : std::nullopt;
           if (split) {
             lines.push_back(OutputLine(k, (*split)[0]));
             ok++;
-          } else if (!one.ok() && one.status().code() != StatusCode::kInvalidArgument) {
+            continue;
+          }
+          if (!one.ok() && one.status().code() != StatusCode::kInvalidArgument) {
             ::close(fd);
             return one.status().WithContext("row " + std::to_string(k));
-          } else {
-            lines.push_back(error_line(k, "invalid_input", one.ok() ? "unexpected response" : one.status().message()));
-            errors++;
           }
+          why = one.ok() ? "unexpected response" : one.status().message();
         }
-      }
-    } else {
-      const Row& row = rows[i];
-      end = i + 1;
-      if (!row.error.empty()) {
-        lines.push_back(error_line(i, "invalid_input", row.error));
+        lines.push_back(fmt::format(
+            "{{\"row\":{},\"error\":{}}}", k,
+            json({{"type", "invalid_input"}, {"message", why}}).dump(-1, ' ', false, json::error_handler_t::replace)));
         errors++;
-      } else {
-        auto one = run("{\"inputs\":" + row.inputs + "}");
-        auto split = one.ok() ? SplitOutputs(*one, 1) : std::nullopt;
-        if (split) {
-          lines.push_back(OutputLine(i, (*split)[0]));
-          ok++;
-        } else if (!one.ok() && one.status().code() != StatusCode::kInvalidArgument) {
-          ::close(fd);
-          return one.status().WithContext("row " + std::to_string(i));
-        } else {
-          lines.push_back(error_line(i, "invalid_input", one.ok() ? "unexpected response" : one.status().message()));
-          errors++;
-        }
       }
     }
     std::string chunk;
     for (auto& l : lines) chunk += l + "\n";
-    size_t off = 0;
-    while (off < chunk.size()) {
-      ssize_t w = ::write(fd, chunk.data() + off, chunk.size() - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        ::close(fd);
-        return UnavailableError("cannot write " + partial + ": " + std::strerror(errno));
-      }
-      off += static_cast<size_t>(w);
-    }
-    if (::fsync(fd) != 0) {
+    Status wrote = WriteAll(fd, chunk, partial);
+    if (wrote.ok() && ::fsync(fd) != 0) wrote = UnavailableError("cannot fsync " + partial);
+    if (!wrote.ok()) {
       ::close(fd);
-      return UnavailableError("cannot fsync " + partial);
+      return wrote;
     }
     bytes += static_cast<int64_t>(chunk.size());
     if (rows_) rows_->Increment(static_cast<double>(end - i));
@@ -628,10 +580,10 @@ Status Triggers::RunJob(Job& job) {
                   {"function", src->spec.function},
                   {"version", version},
                   {"started_at", Rfc3339(job.started_ms)},
-                  {"finished_at", Rfc3339(NowMs())},
+                  {"finished_at", Rfc3339(UnixMillis())},
                   {"seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()}};
   PL_RETURN_IF_ERROR(src->out->Write(job.key + ".summary.json", summary.dump(2) + "\n").status());
-  PL_RETURN_IF_ERROR(db_->FinishJob(job.id, "done", job.rows, "", NowMs()));
+  PL_RETURN_IF_ERROR(db_->FinishJob(job.id, "done", job.rows, "", UnixMillis()));
   std::error_code ec;
   fs::remove(partial, ec);
   if (objects_ok_) objects_ok_->Increment();

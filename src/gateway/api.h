@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -17,8 +18,10 @@ struct Request {
   std::string x_request_id;  // headers the gateway reads
   std::string x_model;
   std::string content_type;
-  std::vector<std::pair<std::string, std::string>> headers;  // every header, as received
-  std::string remote_addr;                                   // the client's IP
+  // Every header, as received. Views into the transport's buffers: valid only during
+  // Gateway::Handle() — copy what must live longer.
+  std::vector<std::pair<std::string_view, std::string_view>> headers;
+  std::string remote_addr;  // the client's IP
 };
 
 // What the one log line per request needs from the gateway.

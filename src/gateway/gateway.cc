@@ -12,6 +12,7 @@
 #include "common/base64.h"
 #include "common/ids.h"
 #include "common/logging.h"
+#include "common/url.h"
 #include "gateway/error_mapping.h"
 
 namespace pilotlight::gateway {
@@ -23,22 +24,6 @@ using simdjson::dom::element_type;
 simdjson::dom::parser& ThreadParser() {
   thread_local simdjson::dom::parser parser;
   return parser;
-}
-
-std::string PercentDecode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] == '%' && i + 2 < s.size() + 0 && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-               std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
 }
 
 // Value of `key` in a query string ("a=1&model=x"), percent-decoded (boto3 sends
@@ -585,20 +570,6 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
-bool ValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
-    }
-    i += n;
-  }
-  return true;
-}
-
 // Content types a function URL passes as text; everything else is base64.
 bool TextContent(std::string_view ct) {
   std::string t = Lower(ct);
@@ -678,12 +649,12 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
       continue;
     }
     if (name == "content-type") content_type = v;
-    if (name == "host") host = v.substr(0, !v.empty() && v[0] == '[' ? v.find(']') + 1 : v.find(':'));
+    if (name == "host") host = std::string(v.substr(0, !v.empty() && v[0] == '[' ? v.find(']') + 1 : v.find(':')));
     if (name == "user-agent") user_agent = v;
     if (headers.contains(name)) {
-      headers[name] = headers[name].get<std::string>() + "," + v;
+      headers[name] = headers[name].get<std::string>() + "," + std::string(v);
     } else {
-      headers[name] = v;
+      headers[name] = std::string(v);
     }
   }
   json params = json::object();
@@ -698,7 +669,7 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
     q.remove_prefix(amp + 1);
   }
   auto now = std::chrono::system_clock::now();
-  bool text = TextContent(content_type) && ValidUtf8(call->body);
+  bool text = TextContent(content_type) && simdjson::validate_utf8(call->body.data(), call->body.size());
   json event = {
       {"version", "2.0"},
       {"routeKey", "$default"},

@@ -61,7 +61,11 @@ std::string_view ReasonFor(const beast::error_code& ec, int* status) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, HttpServer::State* server) : stream_(std::move(socket)), server_(server) {}
+  Session(tcp::socket&& socket, HttpServer::State* server) : stream_(std::move(socket)), server_(server) {
+    beast::error_code ec;  // once per connection, not per request
+    auto remote = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+    if (!ec) remote_addr_ = remote.address().to_string();
+  }
 
   ~Session() {
     std::lock_guard<std::mutex> l(server_->sessions_mu);
@@ -161,11 +165,13 @@ class Session : public std::enable_shared_from_this<Session> {
     if (auto it = req.find("X-Request-Id"); it != req.end()) greq.x_request_id = std::string(it->value());
     if (auto it = req.find("X-Model"); it != req.end()) greq.x_model = std::string(it->value());
     if (auto it = req.find(bhttp::field::content_type); it != req.end()) greq.content_type = std::string(it->value());
+    // Views into the parser's fields: valid while Handle() runs (it copies what it keeps).
     greq.headers.reserve(8);
-    for (const auto& f : req) greq.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    beast::error_code ec;
-    auto remote = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
-    if (!ec) greq.remote_addr = remote.address().to_string();
+    for (const auto& f : req) {
+      greq.headers.emplace_back(std::string_view(f.name_string().data(), f.name_string().size()),
+                                std::string_view(f.value().data(), f.value().size()));
+    }
+    greq.remote_addr = remote_addr_;
     greq.body = std::move(req.body());
     keep_alive_ = req.keep_alive();
     version_ = req.version();
@@ -266,6 +272,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::tcp_stream stream_;
+  std::string remote_addr_;
   HttpServer::State* server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;

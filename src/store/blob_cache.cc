@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
+#include "common/fileio.h"
 #include "common/logging.h"
 #include "common/sha256.h"
 
@@ -39,15 +40,6 @@ bool IsSha256Hex(const std::string& s) {
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-Status FsyncPath(const std::string& path, bool dir) {
-  int fd = ::open(path.c_str(), (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return InternalError("open " + path + ": " + std::strerror(errno));
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return InternalError("fsync " + path + ": " + std::strerror(errno));
-  return OkStatus();
 }
 
 std::string RandomSuffix() {

@@ -16,21 +16,13 @@
 
 #include <fmt/format.h>
 
+#include "common/fileio.h"
 #include "common/sha256.h"
 
 namespace pilotlight::store {
 namespace fs = std::filesystem;
 
 namespace {
-
-Status SyncPath(const std::string& path, bool dir) {
-  int fd = ::open(path.c_str(), (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) return InternalError("open " + path + ": " + std::strerror(errno));
-  int rc = ::fsync(fd);
-  ::close(fd);
-  if (rc != 0) return InternalError("fsync " + path + ": " + std::strerror(errno));
-  return OkStatus();
-}
 
 std::string TempName(const std::string& path) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -44,7 +36,7 @@ Status PublishAtomically(const std::string& path, const std::function<Status(con
   if (ec) return InternalError("cannot create " + fs::path(path).parent_path().string() + ": " + ec.message());
   std::string tmp = TempName(path);
   Status st = fill(tmp);
-  if (st.ok()) st = SyncPath(tmp, false);
+  if (st.ok()) st = FsyncPath(tmp, false);
   if (st.ok() && std::rename(tmp.c_str(), path.c_str()) != 0) {
     st = InternalError("rename " + tmp + ": " + std::strerror(errno));
   }
@@ -52,7 +44,7 @@ Status PublishAtomically(const std::string& path, const std::function<Status(con
     fs::remove(tmp, ec);
     return st;
   }
-  return SyncPath(fs::path(path).parent_path().string(), true);
+  return FsyncPath(fs::path(path).parent_path().string(), true);
 }
 
 // Local ETag: changes whenever the file is replaced (atomic rename → new inode) or rewritten.

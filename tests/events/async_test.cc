@@ -142,6 +142,8 @@ TEST_F(EventsTest, Invoker_RetriesThenDeadLetter_DestinationsOnce) {
   EXPECT_EQ(b.history.size(), 3u);
   EXPECT_EQ(b.error, "handler failed");
   EXPECT_GE(b.history[1].started_ms - b.history[0].finished_ms, 4) << "retried after a backoff";
+  // The destination line is written just after the outcome is recorded.
+  WaitFor([&] { return !Lines(dir_ / "ok.jsonl").empty() && !Lines(dir_ / "dlq.jsonl").empty(); });
   auto ok_lines = Lines(dir_ / "ok.jsonl");
   auto dlq_lines = Lines(dir_ / "dlq.jsonl");
   ASSERT_EQ(ok_lines.size(), 1u);
