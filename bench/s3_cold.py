@@ -29,10 +29,7 @@ import argparse
 import hashlib
 import json
 import os
-import shlex
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,156 +41,29 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(BENCH))
 
-import util  # noqa: E402  (bench/util.py: request bodies, machine description)
+import harness  # noqa: E402  (bench/harness.py: what s3_cold.py and process.py share)
+import util  # noqa: E402  (bench/util.py: request bodies)
 import s3support  # noqa: E402  (tests/integration/s3support.py: the S3 server)
+from harness import CHILD_ENV, BenchError, Server, fmt, log, median, qcmd, run  # noqa: E402
 
 BUCKET = "models"
-STOP_TIMEOUT = 10.0
 PHASES = ("fetch", "load", "first_run", "queue", "run")
-# The environment of every child: ours without AWS_* and proxy variables (the S3 credentials
-# are added only where needed).
-CHILD_ENV = {k: v for k, v in os.environ.items()
-             if not k.startswith("AWS_") and k.lower() not in ("http_proxy", "https_proxy",
-                                                               "all_proxy")}
-
-
-def log(msg):
-    print("[s3_cold %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def qcmd(argv):
-    return " ".join(shlex.quote(str(a)) for a in argv)
-
-
-def run(argv, env=None, timeout=600):
-    r = subprocess.run([str(a) for a in argv], env=env, capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        raise BenchError("%s exited with %d:\n%s%s" % (qcmd(argv), r.returncode, r.stdout[-2000:],
-                                                       r.stderr[-2000:]))
-    return r.stdout
-
-
-# ------------------------------------------------------------------------------ processes
-class Server:
-    """One `pilotlight serve` process (started here; stopped by its own PID only)."""
-
-    live = []  # every Server not yet stopped, for cleanup on error
-
-    def __init__(self, pl, store, state_dir, log_path, env, start_timeout):
-        self.argv = [str(pl), "serve", "--store", store, "--state-dir", str(state_dir),
-                     "--listen", "127.0.0.1:0", "--log-format", "json",
-                     "--log-file", str(log_path)]
-        self.log_path = Path(log_path)
-        self.stderr_path = self.log_path.with_suffix(".stderr")
-        self.log_path.unlink(missing_ok=True)
-        t0 = time.monotonic()
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, env=env)
-        Server.live.append(self)
-        self.url = None
-        deadline = t0 + start_timeout
-        while self.url is None:
-            for line in self._log_lines():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("msg") == "pilotlight serving":
-                    self.url = rec["url"]
-                    break
-            if self.url:
-                break
-            if self.proc.poll() is not None:
-                raise BenchError("pilotlight serve exited with %s before serving:\n%s"
-                                 % (self.proc.returncode, self.diagnostics()))
-            if time.monotonic() > deadline:
-                raise BenchError("pilotlight serve logged no 'pilotlight serving' within %ss:\n%s"
-                                 % (start_timeout, self.diagnostics()))
-            time.sleep(0.01)
-        # Start to the "pilotlight serving" line seen in the log. Not a start-up time: the log
-        # is flushed once a second, so the server has been listening for up to 1 s by then.
-        self.start_ms = (time.monotonic() - t0) * 1000.0
-
-    def _log_lines(self):
-        try:
-            return self.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
-
-    def diagnostics(self):
-        tail = "\n".join(self._log_lines()[-20:])
-        try:
-            err = self.stderr_path.read_text(errors="replace")[-2000:]
-        except FileNotFoundError:
-            err = ""
-        return "log tail:\n%s\nstderr:\n%s" % (tail, err)
-
-    def stop(self):
-        """SIGTERM, SIGKILL after STOP_TIMEOUT; returns the exit code (-9 when killed)."""
-        if self in Server.live:
-            Server.live.remove(self)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                log("pilotlight (pid %d) still running %ss after SIGTERM: SIGKILL"
-                    % (self.proc.pid, STOP_TIMEOUT))
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 # ------------------------------------------------------------------------------ measurements
 def curl_invoke(url, function, body_path, tmp, timeout):
     """The first request, as bench/run.sh times cold starts: curl's time_total, headers kept."""
     hdr, out = tmp / "invoke.hdr", tmp / "invoke.body"
-    argv = ["curl", "-s", "-m", str(timeout), "-o", out, "-D", hdr,
-            "-w", "%{http_code} %{time_total} %{time_connect} %{time_starttransfer}",
-            "-H", "content-type: application/json", "--data-binary", "@%s" % body_path,
-            "%s/v1/functions/%s/invoke" % (url, function)]
-    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                       stdin=subprocess.DEVNULL, env=CHILD_ENV)
-    fields = r.stdout.split()
-    if r.returncode != 0 or len(fields) != 4:
-        raise BenchError("%s failed (curl exit %d): %s" % (qcmd(argv), r.returncode, r.stderr))
-    code, total, connect, ttfb = int(fields[0]), float(fields[1]), float(fields[2]), float(fields[3])
-    headers = parse_headers(hdr)
-    sample = {"http_code": code, "ms": total * 1000.0, "connect_ms": connect * 1000.0,
-              "ttfb_ms": ttfb * 1000.0, **headers}
+    code, times, headers, argv = harness.curl_post("%s/v1/functions/%s/invoke" % (url, function),
+                                                   body_path, hdr, out, timeout)
+    sample = {"http_code": code, **times, "cold_start_header": headers["cold_start_header"],
+              "server_timing": headers["server_timing"]}
     if code != 200:
         raise BenchError("invoke answered %d: %s" % (code, out.read_text(errors="replace")[:600]))
     if headers["cold_start_header"] is not True:
         raise BenchError("first invoke was not a cold start (X-Cold-Start: %r)"
                          % headers["cold_start_header"])
     return sample, argv
-
-
-def parse_headers(path):
-    st, cold = {}, None
-    for line in Path(path).read_text(errors="replace").splitlines():
-        if ":" not in line:
-            continue
-        k, v = line.split(":", 1)
-        k = k.strip().lower()
-        if k == "server-timing":
-            for part in v.split(","):
-                fields = [p.strip() for p in part.split(";")]
-                for p in fields[1:]:
-                    if p.startswith("dur="):
-                        try:
-                            st[fields[0]] = float(p[4:])
-                        except ValueError:
-                            pass
-        elif k == "x-cold-start":
-            cold = v.strip().lower() == "true"
-    return {"cold_start_header": cold, "server_timing": st}
 
 
 def curl_get(s3, key, dest, expect_size):
@@ -232,34 +102,17 @@ def fsync_ms(path):
     return (time.perf_counter() - t0) * 1000.0
 
 
-def median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
 # ------------------------------------------------------------------------------ the run
 def machine_meta(pl, tmp):
-    meta = json.loads(subprocess.run([sys.executable, str(BENCH / "util.py"), "meta"],
-                                     capture_output=True, text=True).stdout or "{}")
-    meta.pop("nginx", None)
+    meta = harness.machine_meta(pl, "node")
     meta.pop("wrk", None)
-
-    def out(argv):
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    meta["pilotlight"] = out([str(pl), "--version"])
-    meta["node"] = out(["node", "--version"])
-    cv = (out(["curl", "--version"]) or "").split()
-    meta["curl"] = " ".join(cv[:2]) if len(cv) >= 2 else None
+    meta["curl"] = harness.curl_version()
     try:
         pkg = s3support.S3_DIR / "node_modules" / "s3rver" / "package.json"
         meta["s3rver"] = json.loads(pkg.read_text())["version"]
     except (OSError, ValueError, KeyError):
         meta["s3rver"] = None
-    df = (out(["df", "-PT", str(tmp)]) or "").splitlines()
+    df = (harness.output(["df", "-PT", str(tmp)]) or "").splitlines()
     meta["tmp_fs"] = df[1].split()[1] if len(df) > 1 else None
     meta["tmp_dir"] = str(tmp)
     meta["loadavg_start"] = os.getloadavg()
@@ -299,7 +152,8 @@ def one_iteration(ctx, m, it, record):
     shutil.rmtree(state, ignore_errors=True)
     s3.reset()
     store = s3.uri("bench-" + m)
-    srv = Server(ctx["pl"], store, state, tmp / "server.log", env, args.start_timeout)
+    srv = Server(ctx["pl"], ["--store", store], state, tmp / "server.log", args.start_timeout,
+                 env)
     ctx["commands"].setdefault("serve (S3 store)", qcmd(srv.argv))
     cold, inv = curl_invoke(srv.url, m, ctx["bodies"][m], tmp, args.invoke_timeout)
     ctx["commands"].setdefault("invoke (first request)", qcmd(inv))
@@ -314,7 +168,8 @@ def one_iteration(ctx, m, it, record):
 
     # 3. Cache-hit cold start: same state dir, new process.
     s3.reset()
-    srv = Server(ctx["pl"], store, state, tmp / "server.log", env, args.start_timeout)
+    srv = Server(ctx["pl"], ["--store", store], state, tmp / "server.log", args.start_timeout,
+                 env)
     hit, _ = curl_invoke(srv.url, m, ctx["bodies"][m], tmp, args.invoke_timeout)
     hit["serving_line_ms"] = srv.start_ms
     hit["exit_code"] = srv.stop()
@@ -329,8 +184,8 @@ def one_iteration(ctx, m, it, record):
     # 4. Local-disk cold start: file:// store, fresh state dir, new process.
     lstate = tmp / ("lstate-%s-%s" % (m, it))
     shutil.rmtree(lstate, ignore_errors=True)
-    srv = Server(ctx["pl"], "file://%s" % ctx["local_stores"][m], lstate, tmp / "server.log",
-                 ctx["local_env"], args.start_timeout)
+    srv = Server(ctx["pl"], ["--store", "file://%s" % ctx["local_stores"][m]], lstate,
+                 tmp / "server.log", args.start_timeout, ctx["local_env"])
     ctx["commands"].setdefault("serve (local store)", qcmd(srv.argv))
     local, _ = curl_invoke(srv.url, m, ctx["bodies"][m], tmp, args.invoke_timeout)
     local["serving_line_ms"] = srv.start_ms
@@ -389,21 +244,12 @@ def summarize(samples, models, sizes):
     return out
 
 
-def fmt(x, digits=1):
-    if x is None:
-        return "–"
-    return "{:,.{d}f}".format(x, d=digits)
-
-
 def markdown(meta, settings, summary, commands):
     L = []
     L.append("#### Run of %s%s" % (meta.get("date"), " (smoke run: %d iteration(s) per model)"
                                    % settings["repeats"] if settings["repeats"] < 3 else ""))
     L.append("")
-    L.append("- Machine: %s · %s CPUs (%s socket × %s cores × %s threads) · %s GiB · hypervisor: %s"
-             % (meta.get("cpu_model"), meta.get("cpus"), meta.get("sockets"),
-                meta.get("cores_per_socket"), meta.get("threads_per_core"), meta.get("mem_gib"),
-                meta.get("hypervisor") or "none"))
+    L.append(harness.md_machine(meta))
     L.append("- Kernel %s · %s · %s · Node.js %s · s3rver %s · pilotlight %s · temp dir on %s"
              % (meta.get("kernel"), meta.get("os"), meta.get("curl"), meta.get("node"),
                 meta.get("s3rver"), meta.get("git"), meta.get("tmp_fs")))
@@ -447,13 +293,7 @@ def markdown(meta, settings, summary, commands):
                  fmt(r["local_disk"]["min_ms"]), fmt(r["local_disk"]["max_ms"]))
                  for m, r in summary.items()) + ".")
     L.append("")
-    L.append("##### Commands (as run; temp paths vary)")
-    L.append("")
-    L.append("```")
-    for k, v in commands.items():
-        L.append("# " + k)
-        L.append(v)
-    L.append("```")
+    L += harness.md_commands(commands)
     return "\n".join(L) + "\n"
 
 
@@ -466,11 +306,7 @@ def main():
                     help="unrecorded warm-up iterations per model (default 1)")
     ap.add_argument("--models", default="mlp_10mb big_100mb",
                     help="space-separated model names in --models-dir (default: %(default)s)")
-    ap.add_argument("--build-dir", default=str(ROOT / "build" / "release"))
-    ap.add_argument("--models-dir", default=str(ROOT / "build" / "models"))
-    ap.add_argument("--out", default=str(BENCH / "out"))
-    ap.add_argument("--start-timeout", type=float, default=60.0,
-                    help="seconds for pilotlight to log 'pilotlight serving' (default 60)")
+    harness.add_common_args(ap)
     ap.add_argument("--invoke-timeout", type=float, default=300.0,
                     help="seconds for one invoke (default 300)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (stores, logs)")
@@ -482,21 +318,14 @@ def main():
     pl = Path(args.build_dir) / "pilotlight"
     models_dir = Path(args.models_dir)
 
-    for tool in ("curl", "node"):
-        if shutil.which(tool) is None:
-            raise BenchError("missing tool: %s (tools/setup.sh installs it)" % tool)
-    if not os.access(pl, os.X_OK):
-        raise BenchError("%s not found: cmake --preset release && cmake --build --preset release "
-                         "--target pilotlight" % pl)
+    harness.check_tools(("curl", "node"), pl)
     if any(not (models_dir / ("%s.onnx" % m)).is_file() for m in models):
-        log("making models into %s" % models_dir)
-        run([sys.executable, ROOT / "tools" / "make_models.py", "--out", models_dir])
+        harness.make_models(models_dir)
     for m in models:
         if not (models_dir / ("%s.onnx" % m)).is_file():
             raise BenchError("model %s/%s.onnx missing" % (models_dir, m))
 
-    invocation = "/usr/bin/python3 bench/s3_cold.py" + ("" if len(sys.argv) == 1 else
-                                                        " " + qcmd(sys.argv[1:]))
+    invocation = harness.invocation()
     tmp = Path(tempfile.mkdtemp(prefix="pilotlight-s3cold."))
     s3 = None
     try:
@@ -545,38 +374,16 @@ def main():
         summary = summarize(samples, models, ctx["sizes"])
         meta["loadavg_end"] = os.getloadavg()
         md = markdown(meta, settings, summary, ctx["commands"])
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
         doc = {"meta": meta, "settings": settings, "commands": ctx["commands"],
                "summary": summary, "samples": samples}
-        (out_dir / "s3_cold.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (out_dir / "s3_cold.md").write_text(md)
-        sys.stdout.write(md)
-        log("wrote %s and %s" % (out_dir / "s3_cold.json", out_dir / "s3_cold.md"))
+        harness.write_results(args.out, doc, md)
         return 0
     finally:
-        for srv in list(Server.live):
-            srv.stop()
+        harness.stop_servers()
         if s3 is not None:
             s3.stop()
-        if args.keep_tmp:
-            log("temp dir kept: %s" % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _on_term(signum, frame):
-    log("terminated (signal %d): stopping what was started" % signum)
-    raise SystemExit(128 + signum)
+        harness.remove_tmp(tmp, args.keep_tmp)
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_term)
-    try:
-        sys.exit(main())
-    except BenchError as e:
-        log("ERROR: %s" % e)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    harness.run_main(main)

@@ -115,6 +115,7 @@ def health_state(url, fn):
 
 
 def server_timing(headers_file):
+    """The HTTP status, X-Cold-Start and Server-Timing durations of a `curl -D` headers file."""
     st, cold, status = {}, None, None
     with open(headers_file, errors="replace") as f:
         for line in f:
@@ -138,7 +139,7 @@ def server_timing(headers_file):
                                 pass
             elif k == "x-cold-start":
                 cold = v.strip().lower() == "true"
-    print(json.dumps({"status": status, "cold_start_header": cold, "server_timing": st}))
+    return {"status": status, "cold_start_header": cold, "server_timing": st}
 
 
 def _run(cmd):
@@ -161,13 +162,16 @@ def meta():
             mem_kib = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))
     except (OSError, AttributeError):
         pass
-    nginx_v = subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True, text=True).stderr
+    try:
+        nginx_v = subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True, text=True).stderr
+    except OSError:  # bench/run.sh checks for nginx; s3_cold.py and process.py do not need it
+        nginx_v = ""
     wrk_v = _run(["wrk", "-v"]).splitlines()
     git = _run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "--short",
                 "HEAD"]).strip()
     dirty = _run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "status",
                   "--porcelain"]).strip()
-    print(json.dumps({
+    return {
         "cpu_model": field("Model name"),
         "cpus": os.cpu_count(),
         "cores_per_socket": field("Core(s) per socket"),
@@ -181,7 +185,7 @@ def meta():
         "nginx": nginx_v.strip().replace("nginx version: ", ""),
         "wrk": wrk_v[0].split(" [")[0].strip() if wrk_v else None,
         "git": (git + ("-dirty" if dirty else "")) if git else None,
-    }))
+    }
 
 
 def _value(v):
@@ -226,11 +230,11 @@ def main(argv):
     elif cmd == "health-state":
         health_state(args[0], args[1])
     elif cmd == "server-timing":
-        server_timing(args[0])
+        print(json.dumps(server_timing(args[0])))
     elif cmd == "record":
         record(args[0], args[1:])
     elif cmd == "meta":
-        meta()
+        print(json.dumps(meta()))
     else:
         print(__doc__, file=sys.stderr)
         return 2
