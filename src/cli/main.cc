@@ -11,9 +11,11 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "auth/keys.h"
 #include "common/logging.h"
 #include "config/config.h"
 #include "http/client.h"
@@ -29,6 +31,14 @@ namespace {
 std::string BaseUrl(std::string url) {
   while (!url.empty() && url.back() == '/') url.pop_back();
   return url;
+}
+
+// The admin API's credentials: the admin token from the environment (as the server reads it).
+std::vector<std::pair<std::string, std::string>> AdminHeaders() {
+  std::vector<std::pair<std::string, std::string>> h = {{"Content-Type", "application/json"}};
+  if (const char* t = std::getenv("PILOTLIGHT_ADMIN_TOKEN"); t && *t)
+    h.emplace_back("Authorization", std::string("Bearer ") + t);
+  return h;
 }
 
 int Fail(const Status& s) {
@@ -183,10 +193,11 @@ int ModelChange(const StoreArgs& sa, const std::string& server, const std::strin
     std::string base = BaseUrl(server);
     std::string url = base + "/admin/models/" + name + (rollback ? "/rollback" : "/promote");
     std::string body = rollback ? "{}" : nlohmann::json({{"version", version}}).dump();
-    auto r = http::Post(url, body, {{"Content-Type", "application/json"}});
+    auto r = http::Post(url, body, AdminHeaders());
     if (!r.ok()) return Fail(r.status());
     if (r->status >= 400) {
       std::fprintf(stderr, "error: HTTP %ld from %s: %s\n", r->status, base.c_str(), r->body.c_str());
+      if (r->status == 401) std::fprintf(stderr, "hint: set PILOTLIGHT_ADMIN_TOKEN to the server's admin token\n");
       return 1;
     }
     auto j = nlohmann::json::parse(r->body, nullptr, false);
@@ -287,15 +298,16 @@ int Events(const std::string& url, const std::string& action, const std::string&
     std::string q = fmt::format("?limit={}", limit);
     if (!status.empty()) q += "&status=" + status;
     if (!function.empty()) q += "&function=" + function;
-    r = http::Get(base + "/v1/events" + q);
+    r = http::Request("GET", base + "/v1/events" + q, "", AdminHeaders(), 60);
   } else if (action == "show") {
-    r = http::Get(base + "/v1/events/" + id);
+    r = http::Request("GET", base + "/v1/events/" + id, "", AdminHeaders(), 60);
   } else {
-    r = http::Post(base + "/v1/events/" + id + "/redrive", "", {});
+    r = http::Post(base + "/v1/events/" + id + "/redrive", "", AdminHeaders());
   }
   if (!r.ok()) return Fail(r.status());
   if (r->status >= 400) {
     std::fprintf(stderr, "error: HTTP %ld from %s: %s\n", r->status, base.c_str(), r->body.c_str());
+    if (r->status == 401) std::fprintf(stderr, "hint: set PILOTLIGHT_ADMIN_TOKEN to the server's admin token\n");
     return 1;
   }
   auto j = nlohmann::json::parse(r->body, nullptr, false);
@@ -320,6 +332,67 @@ int Events(const std::string& url, const std::string& action, const std::string&
 }
 
 }  // namespace
+
+// `pilotlight keys ...`: API keys in the state store (the server picks changes up within a second).
+int Keys(const std::string& action, const std::string& config_path, const std::string& state_dir,
+         const std::string& plan, const std::vector<std::string>& functions, const std::string& description,
+         const std::string& id, bool as_json) {
+  config::Config cfg;
+  if (!config_path.empty()) {
+    auto c = config::LoadConfigFile(config_path);
+    if (!c.ok()) return Fail(c.status());
+    cfg = std::move(c).value();
+  }
+  std::string dir = !state_dir.empty() ? state_dir : cfg.state_dir;
+  auto store = auth::KeyStore::Open(dir + "/auth.db");
+  if (!store.ok()) return Fail(store.status());
+  if (action == "create") {
+    if (!config_path.empty() && !cfg.usage_plans.count(plan)) {
+      std::string known;
+      for (const auto& [n, p] : cfg.usage_plans) known += (known.empty() ? "" : ", ") + n;
+      return Fail(InvalidArgumentError(fmt::format("'{}' is not one of the usage_plans in {} (known: {})", plan,
+                                                   config_path, known.empty() ? "none" : known)));
+    }
+    auto k = (*store)->Create(plan, functions, description);
+    if (!k.ok()) return Fail(k.status());
+    std::fprintf(stderr, "created API key %s (plan %s%s); it is shown once, store it now:\n", k->record.id.c_str(),
+                 plan.c_str(),
+                 functions.empty() ? "" : (", functions " + fmt::format("{}", fmt::join(functions, ","))).c_str());
+    std::printf("%s\n", k->key.c_str());
+    return 0;
+  }
+  if (action == "revoke") {
+    auto k = (*store)->Revoke(id);
+    if (!k.ok()) return Fail(k.status());
+    std::printf("revoked %s\n", id.c_str());
+    return 0;
+  }
+  auto list = (*store)->List();
+  if (!list.ok()) return Fail(list.status());
+  if (as_json) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& k : *list) {
+      a.push_back({{"id", k.id},
+                   {"plan", k.plan},
+                   {"functions", k.functions},
+                   {"description", k.description},
+                   {"created_at", Rfc3339(k.created_at)},
+                   {"last_used_at", k.last_used_at ? nlohmann::json(Rfc3339(k.last_used_at)) : nlohmann::json()},
+                   {"revoked_at", k.revoked_at ? nlohmann::json(Rfc3339(k.revoked_at)) : nlohmann::json()},
+                   {"used_today", k.used_today}});
+    }
+    std::printf("%s\n", nlohmann::json({{"keys", a}}).dump(2).c_str());
+    return 0;
+  }
+  std::printf("%-14s %-10s %-8s %-24s %-24s %s\n", "ID", "PLAN", "TODAY", "LAST USED", "CREATED", "STATUS");
+  for (const auto& k : *list) {
+    std::printf("%-14s %-10s %-8lld %-24s %-24s %s\n", k.id.c_str(), k.plan.c_str(),
+                static_cast<long long>(k.used_today), k.last_used_at ? Rfc3339(k.last_used_at).c_str() : "never",
+                Rfc3339(k.created_at).c_str(), k.revoked_at ? "revoked" : "active");
+  }
+  if (list->empty()) std::printf("(no keys; create one with `pilotlight keys create --plan PLAN`)\n");
+  return 0;
+}
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -450,6 +523,32 @@ int main(int argc, char** argv) {
     c->add_flag("--json", e_json, "print the server's JSON as is");
   }
 
+  // keys
+  std::string k_config, k_state, k_plan, k_description, k_id;
+  std::vector<std::string> k_functions;
+  bool k_json = false;
+  auto* keys_cmd = app.add_subcommand("keys", "API keys for functions with `auth: api_key`: create, list, revoke");
+  keys_cmd->require_subcommand(1);
+  keys_cmd->footer(
+      "Keys are stored as SHA-256 hashes in STATE_DIR/auth.db; a running server sees changes within a\n"
+      "second. Clients send a key as X-Api-Key: KEY or Authorization: Bearer KEY. A key's plan (from\n"
+      "`usage_plans:` in the config) sets its rate, burst and daily quota.\n\n"
+      "Examples:\n  KEY=$(pilotlight keys create --plan basic -c pilotlight.yaml)\n"
+      "  pilotlight keys create --plan basic --function digits --description 'mobile app'\n"
+      "  pilotlight keys list\n  pilotlight keys revoke 4f1c2a9b0d3e");
+  auto* k_create = keys_cmd->add_subcommand("create", "Create a key; prints the key alone on stdout (shown once)");
+  k_create->add_option("--plan", k_plan, "usage plan (a key of `usage_plans:`)")->required();
+  k_create->add_option("--function", k_functions, "restrict the key to this function (repeatable)");
+  k_create->add_option("--description", k_description, "a note for `keys list` (who has it)");
+  auto* k_list = keys_cmd->add_subcommand("list", "List keys with plan, today's requests and last use");
+  k_list->add_flag("--json", k_json, "print JSON");
+  auto* k_revoke = keys_cmd->add_subcommand("revoke", "Revoke a key (by id; the server refuses it within a second)");
+  k_revoke->add_option("id", k_id, "key id (see `keys list`)")->required();
+  for (auto* c : {k_create, k_list, k_revoke}) {
+    c->add_option("-c,--config", k_config, "pilotlight.yaml (its state_dir and usage_plans)");
+    c->add_option("--state-dir", k_state, "state directory (default: the config's, else ./.pilotlight)");
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -485,5 +584,8 @@ int main(int argc, char** argv) {
   if (*e_list) return Events(e_url, "list", "", e_status, e_function, e_limit, e_json);
   if (*e_show) return Events(e_url, "show", e_id, "", "", 0, e_json);
   if (*e_redrive) return Events(e_url, "redrive", e_id, "", "", 0, e_json);
+  if (*k_create) return Keys("create", k_config, k_state, k_plan, k_functions, k_description, "", false);
+  if (*k_list) return Keys("list", k_config, k_state, "", {}, "", "", k_json);
+  if (*k_revoke) return Keys("revoke", k_config, k_state, "", {}, "", k_id, false);
   return 0;
 }

@@ -25,6 +25,8 @@ enum class StatusCode {
   kCancelled,           // stopped on purpose (shutdown)
   kAborted,             // a concurrent change won (conditional write refused); re-read and retry (409)
   kWorkerFailed,        // a function's worker process crashed or broke the protocol (502)
+  kUnauthenticated,     // no credentials, or credentials that are not valid (401)
+  kPermissionDenied,    // valid credentials that may not do this (403)
   kInternal,            // a bug by definition (500)
 };
 
@@ -60,6 +62,8 @@ inline Status DataLossError(std::string m) { return {StatusCode::kDataLoss, std:
 inline Status AbortedError(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
 inline Status WorkerFailedError(std::string m) { return {StatusCode::kWorkerFailed, std::move(m)}; }
 inline Status OutOfRangeError(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
+inline Status UnauthenticatedError(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
+inline Status PermissionDeniedError(std::string m) { return {StatusCode::kPermissionDenied, std::move(m)}; }
 inline Status CancelledError(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 

@@ -73,10 +73,12 @@ class Parser {
   }
 
   Status ParseServer(const YAML::Node& n, ServerConfig* s) {
-    PL_RETURN_IF_ERROR(CheckKeys(
-        n, "server",
-        {"listen", "max_body_bytes", "max_header_bytes", "max_tensor_elements", "max_batch_items", "threads",
-         "intra_op_threads", "read_timeout", "idle_timeout", "shutdown_timeout", "poll_interval", "event_retention"}));
+    PL_RETURN_IF_ERROR(
+        CheckKeys(n, "server",
+                  {"listen", "max_body_bytes", "max_header_bytes", "max_header_fields", "max_uri_bytes",
+                   "max_json_depth", "max_connections", "max_connections_per_client", "max_tensor_elements",
+                   "max_batch_items", "threads", "intra_op_threads", "request_timeout", "read_timeout", "idle_timeout",
+                   "shutdown_timeout", "poll_interval", "event_retention", "cors"}));
     PL_RETURN_IF_ERROR(StringInto(n, "listen", "server", &s->listen));
     PL_RETURN_IF_ERROR(IntInto(n, "max_body_bytes", "server", 1, int64_t{1} << 34, &s->max_body_bytes));
     PL_RETURN_IF_ERROR(IntInto(n, "max_header_bytes", "server", 256, 1 << 20, &s->max_header_bytes));
@@ -84,11 +86,120 @@ class Parser {
     PL_RETURN_IF_ERROR(IntInto(n, "max_batch_items", "server", 1, 1 << 20, &s->max_batch_items));
     PL_RETURN_IF_ERROR(IntInto(n, "threads", "server", 0, 1024, &s->threads));
     PL_RETURN_IF_ERROR(IntInto(n, "intra_op_threads", "server", 0, 1024, &s->intra_op_threads));
-    PL_RETURN_IF_ERROR(DurationInto(n, "read_timeout", "server", &s->read_timeout));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_header_fields", "server", 8, 100000, &s->max_header_fields));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_uri_bytes", "server", 64, 1 << 20, &s->max_uri_bytes));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_json_depth", "server", 2, 10000, &s->max_json_depth));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_connections", "server", 1, 1000000, &s->max_connections));
+    PL_RETURN_IF_ERROR(IntInto(n, "max_connections_per_client", "server", 1, 1000000, &s->max_connections_per_client));
+    if (n["request_timeout"] && n["read_timeout"]) {
+      return Error("server.read_timeout", "is the old name of server.request_timeout; set only request_timeout");
+    }
+    PL_RETURN_IF_ERROR(DurationInto(n, "read_timeout", "server", &s->request_timeout));
+    PL_RETURN_IF_ERROR(DurationInto(n, "request_timeout", "server", &s->request_timeout));
+    if (s->request_timeout <= Duration::zero()) return Error("server.request_timeout", "must be greater than 0");
+    if (n["cors"]) PL_RETURN_IF_ERROR(ParseCors(n["cors"], "server.cors", &s->cors));
     PL_RETURN_IF_ERROR(DurationInto(n, "idle_timeout", "server", &s->idle_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "shutdown_timeout", "server", &s->shutdown_timeout));
     PL_RETURN_IF_ERROR(DurationInto(n, "poll_interval", "server", &s->poll_interval));
     PL_RETURN_IF_ERROR(DurationInto(n, "event_retention", "server", &s->event_retention));
+    return OkStatus();
+  }
+
+  Status StringList(const YAML::Node& n, const std::string& path, std::vector<std::string>* out) {
+    if (!n.IsSequence()) return Error(path, "must be a list, e.g. [a, b]");
+    out->clear();
+    for (const auto& x : n) {
+      if (!x.IsScalar() || x.Scalar().empty()) return Error(path, "must be a list of non-empty strings");
+      out->push_back(x.Scalar());
+    }
+    return OkStatus();
+  }
+
+  Status ParseCors(const YAML::Node& n, const std::string& path, CorsConfig* c) {
+    PL_RETURN_IF_ERROR(
+        CheckKeys(n, path, {"origins", "methods", "headers", "expose_headers", "allow_credentials", "max_age"}));
+    if (n["origins"]) PL_RETURN_IF_ERROR(StringList(n["origins"], path + ".origins", &c->origins));
+    if (n["methods"]) PL_RETURN_IF_ERROR(StringList(n["methods"], path + ".methods", &c->methods));
+    if (n["headers"]) PL_RETURN_IF_ERROR(StringList(n["headers"], path + ".headers", &c->headers));
+    if (n["expose_headers"])
+      PL_RETURN_IF_ERROR(StringList(n["expose_headers"], path + ".expose_headers", &c->expose_headers));
+    if (n["allow_credentials"]) {
+      try {
+        c->allow_credentials = n["allow_credentials"].as<bool>();
+      } catch (const YAML::Exception&) {
+        return Error(path + ".allow_credentials", "must be true or false");
+      }
+    }
+    PL_RETURN_IF_ERROR(DurationInto(n, "max_age", path, &c->max_age));
+    for (auto& m : c->methods) {
+      for (auto& ch : m) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    }
+    for (auto& h : c->headers) {
+      for (auto& ch : h) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    for (const auto& o : c->origins) {
+      if (o == "*") {
+        if (c->allow_credentials) {
+          return Error(path + ".origins",
+                       "'*' (any origin) cannot be combined with allow_credentials: true; list the origins");
+        }
+        continue;
+      }
+      if ((o.rfind("http://", 0) != 0 && o.rfind("https://", 0) != 0) || o.back() == '/' ||
+          o.find_first_of(" ,*") != std::string::npos) {
+        return Error(path + ".origins",
+                     "'" + o + "' is not an origin: scheme://host[:port] with no path, e.g. https://app.example");
+      }
+    }
+    return OkStatus();
+  }
+
+  Status ParseRate(const YAML::Node& n, const std::string& path, RateLimitConfig* r) {
+    if (!n.IsMap()) return Error(path, "must be {rate: N, burst: M}");
+    for (const char* k : {"rate", "burst"}) {
+      if (!n[k]) continue;
+      double v;
+      try {
+        v = n[k].as<double>();
+      } catch (const YAML::Exception&) {
+        return Error(path + "." + k, "must be a number");
+      }
+      if (!(v >= 0 && v <= 1e9)) return Error(path + "." + k, "must be between 0 and 1e9");
+      (std::string(k) == "rate" ? r->rate : r->burst) = v;
+    }
+    if (r->burst == 0) r->burst = std::max(1.0, r->rate);
+    if (r->burst < 1) return Error(path + ".burst", "must be at least 1");
+    return OkStatus();
+  }
+
+  Status ParseAuthMode(const YAML::Node& n, const std::string& path, std::string* out) {
+    std::string v = n.IsScalar() ? n.Scalar() : "";
+    if (v != "none" && v != "api_key" && v != "jwt") {
+      return Error(path, "'" + v + "' is not an auth mode; use none, api_key or jwt");
+    }
+    *out = v;
+    return OkStatus();
+  }
+
+  Status ParseAuth(const YAML::Node& n, AuthConfig* a) {
+    PL_RETURN_IF_ERROR(CheckKeys(n, "auth", {"admin_token_env", "jwt", "default"}));
+    PL_RETURN_IF_ERROR(StringInto(n, "admin_token_env", "auth", &a->admin_token_env));
+    if (n["default"]) PL_RETURN_IF_ERROR(ParseAuthMode(n["default"], "auth.default", &a->default_auth));
+    if (n["jwt"]) {
+      const auto& j = n["jwt"];
+      PL_RETURN_IF_ERROR(CheckKeys(j, "auth.jwt", {"jwks", "issuer", "audience", "leeway", "refresh"}));
+      JwtSettings js;
+      PL_RETURN_IF_ERROR(StringInto(j, "jwks", "auth.jwt", &js.jwks));
+      PL_RETURN_IF_ERROR(StringInto(j, "issuer", "auth.jwt", &js.issuer));
+      PL_RETURN_IF_ERROR(StringInto(j, "audience", "auth.jwt", &js.audience));
+      PL_RETURN_IF_ERROR(DurationInto(j, "leeway", "auth.jwt", &js.leeway));
+      PL_RETURN_IF_ERROR(DurationInto(j, "refresh", "auth.jwt", &js.refresh));
+      if (js.jwks.empty()) return Error("auth.jwt.jwks", "is required: file://PATH or https://URL of a JWKS");
+      if (js.issuer.empty() || js.audience.empty()) {
+        return Error("auth.jwt", "issuer and audience are required (tokens are checked against both)");
+      }
+      a->jwt = std::move(js);
+    }
     return OkStatus();
   }
 
@@ -151,10 +262,18 @@ class Parser {
     std::string path = "functions." + name;
     *f = DefaultFunction(name);
     if (n.IsNull()) return OkStatus();
-    PL_RETURN_IF_ERROR(CheckKeys(n, path,
-                                 {"model", "version", "min_instances", "max_instances", "concurrency", "idle_timeout",
-                                  "max_queue", "queue_timeout", "timeout", "routes", "runtime", "poll_interval",
-                                  "command", "handler", "cwd", "env", "memory_mb", "init_timeout", "async"}));
+    PL_RETURN_IF_ERROR(CheckKeys(
+        n, path, {"model",     "version",       "min_instances", "max_instances", "concurrency", "idle_timeout",
+                  "max_queue", "queue_timeout", "timeout",       "routes",        "runtime",     "poll_interval",
+                  "command",   "handler",       "cwd",           "env",           "memory_mb",   "init_timeout",
+                  "async",     "auth",          "plans",         "cors",          "rate_limit"}));
+    if (n["auth"]) PL_RETURN_IF_ERROR(ParseAuthMode(n["auth"], path + ".auth", &f->auth));
+    if (n["plans"]) PL_RETURN_IF_ERROR(StringList(n["plans"], path + ".plans", &f->plans));
+    if (n["cors"]) PL_RETURN_IF_ERROR(ParseCors(n["cors"], path + ".cors", &f->cors));
+    if (n["rate_limit"]) {
+      PL_RETURN_IF_ERROR(CheckKeys(n["rate_limit"], path + ".rate_limit", {"rate", "burst"}));
+      PL_RETURN_IF_ERROR(ParseRate(n["rate_limit"], path + ".rate_limit", &f->rate_limit));
+    }
     if (n["async"]) PL_RETURN_IF_ERROR(ParseAsync(n["async"], path + ".async", &f->async));
     if (n["runtime"]) {
       f->runtime = n["runtime"].IsScalar() ? n["runtime"].Scalar() : "";
@@ -246,9 +365,25 @@ class Parser {
     }
     if (root.IsNull()) return c;
     try {
-      PL_RETURN_IF_ERROR(CheckKeys(
-          root, "", {"server", "store", "state_dir", "default_function", "functions", "s3", "cache", "triggers"}));
+      PL_RETURN_IF_ERROR(CheckKeys(root, "",
+                                   {"server", "store", "state_dir", "default_function", "functions", "s3", "cache",
+                                    "triggers", "auth", "usage_plans"}));
       if (root["server"]) PL_RETURN_IF_ERROR(ParseServer(root["server"], &c.server));
+      if (root["auth"]) PL_RETURN_IF_ERROR(ParseAuth(root["auth"], &c.auth));
+      if (root["usage_plans"]) {
+        const auto& ps = root["usage_plans"];
+        if (!ps.IsMap()) return Error("usage_plans", "must be a mapping of plan name to {rate, burst, quota_per_day}");
+        for (const auto& kv : ps) {
+          std::string name = kv.first.as<std::string>();
+          std::string path = "usage_plans." + name;
+          PL_RETURN_IF_ERROR(CheckKeys(kv.second, path, {"rate", "burst", "quota_per_day"}));
+          UsagePlan plan;
+          plan.name = name;
+          PL_RETURN_IF_ERROR(ParseRate(kv.second, path, &plan.rate));
+          PL_RETURN_IF_ERROR(IntInto(kv.second, "quota_per_day", path, 0, int64_t{1} << 50, &plan.quota_per_day));
+          c.usage_plans[name] = std::move(plan);
+        }
+      }
       PL_RETURN_IF_ERROR(StringInto(root, "store", "", &c.store));
       if (root["s3"]) PL_RETURN_IF_ERROR(ParseS3(root["s3"], &c.s3));
       if (root["cache"]) PL_RETURN_IF_ERROR(ParseCache(root["cache"], &c.cache));
@@ -297,6 +432,9 @@ class Parser {
     } catch (const YAML::Exception& e) {
       return InvalidArgumentError(fmt::format("{}: line {}: {}", source_, e.mark.line + 1, e.msg));
     }
+    for (auto& [name, f] : c.functions) {
+      if (f.auth.empty()) f.auth = c.auth.default_auth;
+    }
     PL_RETURN_IF_ERROR(Validate(c));
     return c;
   }
@@ -340,6 +478,27 @@ Status Validate(const Config& c) {
                       "(1-128 of A-Z a-z 0-9 . _ -)",
                       c.source, name, f.version));
     }
+  }
+  for (const auto& [name, f] : c.functions) {
+    std::string mode = f.auth.empty() ? c.auth.default_auth : f.auth;
+    if (mode == "jwt" && !c.auth.jwt) {
+      return InvalidArgumentError(
+          fmt::format("{}: functions.{}.auth: jwt needs an auth.jwt block ({{jwks: file://./jwks.json, issuer: ..., "
+                      "audience: ...}})",
+                      c.source, name));
+    }
+    for (const auto& p : f.plans) {
+      if (!c.usage_plans.count(p)) {
+        return InvalidArgumentError(
+            fmt::format("{}: functions.{}.plans: '{}' is not one of the usage_plans", c.source, name, p));
+      }
+    }
+    if (!f.plans.empty() && mode != "api_key") {
+      return InvalidArgumentError(fmt::format("{}: functions.{}.plans: only for auth: api_key", c.source, name));
+    }
+  }
+  if (c.auth.default_auth == "jwt" && !c.auth.jwt) {
+    return InvalidArgumentError(fmt::format("{}: auth.default: jwt needs an auth.jwt block", c.source));
   }
   if (!c.default_function.empty() && c.functions_listed && !c.functions.count(c.default_function)) {
     return InvalidArgumentError(

@@ -14,19 +14,66 @@
 
 namespace pilotlight::config {
 
+// CORS for a route: which browser origins may call it, with which methods and headers.
+struct CorsConfig {
+  std::vector<std::string> origins;  // exact origins ("https://app.example"), or "*" (never with credentials)
+  std::vector<std::string> methods = {"GET", "POST"};
+  std::vector<std::string> headers = {"content-type"};  // request headers a page may send
+  std::vector<std::string> expose_headers;              // response headers a page may read
+  bool allow_credentials = false;
+  Duration max_age = std::chrono::minutes(10);  // how long a browser caches a preflight answer
+  bool enabled() const { return !origins.empty(); }
+};
+
+// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
+struct RateLimitConfig {
+  double rate = 0;   // 0: no limit
+  double burst = 0;  // default: max(rate, 1)
+  bool enabled() const { return rate > 0; }
+};
+
 struct ServerConfig {
   std::string listen = "127.0.0.1:8080";
   uint64_t max_body_bytes = 6 * 1024 * 1024;              // request body limit (413 above it)
-  uint64_t max_header_bytes = 16 * 1024;                  // request line + headers (431 above it)
+  uint64_t max_header_bytes = 60 * 1024;                  // request line + headers (431 above it)
+  uint32_t max_header_fields = 100;                       // header fields (431 above it)
+  uint32_t max_uri_bytes = 8 * 1024;                      // request target (414 above it)
+  uint32_t max_json_depth = 64;                           // JSON nesting in request bodies (400 above it)
+  uint32_t max_connections = 1024;                        // open connections in total (503 above it)
+  uint32_t max_connections_per_client = 256;              // per client IP address (429 above it)
   int64_t max_tensor_elements = 16 * 1024 * 1024;         // per input tensor (400 above it)
   uint32_t max_batch_items = 256;                         // elements in a /v1/batch array
   int threads = 0;                                        // HTTP threads; 0 = one per core
   int intra_op_threads = 0;                               // ONNX Runtime shared pool; 0 = one per core
-  Duration read_timeout = std::chrono::seconds(30);       // time to receive a whole request
+  Duration request_timeout = std::chrono::seconds(10);    // first byte → whole request (408); alias read_timeout
   Duration idle_timeout = std::chrono::seconds(60);       // keep-alive idle connection
   Duration shutdown_timeout = std::chrono::seconds(30);   // SIGTERM drain limit
   Duration poll_interval = std::chrono::seconds(2);       // re-check each model's current.json; 0 = never
   Duration event_retention = std::chrono::hours(24 * 7);  // finished events/jobs kept this long; 0 = forever
+  CorsConfig cors;                                        // for the shared routes: /v1/infer, /v1/batch, /v2/...
+};
+
+// `auth.jwt`: bearer JWTs for functions with `auth: jwt`.
+struct JwtSettings {
+  std::string jwks;  // file://PATH, a path, or an http(s):// URL of a JSON Web Key Set
+  std::string issuer;
+  std::string audience;
+  Duration leeway = std::chrono::seconds(60);
+  Duration refresh = std::chrono::minutes(5);
+};
+
+// The `auth:` block.
+struct AuthConfig {
+  std::string admin_token_env = "PILOTLIGHT_ADMIN_TOKEN";  // the admin API is refused (401) without it
+  std::optional<JwtSettings> jwt;
+  std::string default_auth = "none";  // `auth.default`: for functions without their own `auth:`
+};
+
+// One entry of `usage_plans:` — what an API key of this plan may use.
+struct UsagePlan {
+  std::string name;
+  RateLimitConfig rate;
+  int64_t quota_per_day = 0;  // requests per UTC day; 0: no quota
 };
 
 // The `s3:` block: settings for s3:// stores. Empty fields fall back to the AWS environment
@@ -67,6 +114,10 @@ struct FunctionConfig {
   Duration queue_timeout = std::chrono::seconds(2);
   Duration timeout = std::chrono::seconds(30);  // one model run
   std::vector<std::string> routes;              // extra POST paths that invoke this function
+  std::string auth;                             // none | api_key | jwt ("" until defaulted from auth.default)
+  std::vector<std::string> plans;               // api_key: usage plans allowed here (empty: any)
+  CorsConfig cors;                              // for /v1/functions/{name}/...
+  RateLimitConfig rate_limit;                   // token bucket for the whole function
   std::optional<Duration> poll_interval;        // overrides server.poll_interval
   // runtime: process — a worker process speaking the AWS Lambda Runtime API.
   std::string runtime = "onnx";            // onnx | process
@@ -90,6 +141,8 @@ struct TriggerConfig {
 
 struct Config {
   ServerConfig server;
+  AuthConfig auth;
+  std::map<std::string, UsagePlan> usage_plans;
   std::string store = "file://./models";
   std::string state_dir = "./.pilotlight";
   S3Config s3;

@@ -362,7 +362,17 @@ void Triggers::WatchLoop() {
   }
 }
 
-StatusOr<int> Triggers::OnS3Notification(std::string_view body, const std::string& token) {
+namespace {
+// The string at `key`, "" when `obj` is not an object or the value is absent or not a string.
+// (json::value() throws on a value of another type, and notification bodies are untrusted.)
+std::string StringField(const json& obj, const char* key) {
+  if (!obj.is_object()) return "";
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
+}
+}  // namespace
+
+StatusOr<std::vector<S3ObjectRef>> ParseS3Notification(std::string_view body) {
   auto doc = json::parse(body, nullptr, false);
   if (!doc.is_object()) return InvalidArgumentError("the body is not an S3 event notification (JSON object)");
   // SNS wraps the S3 document in "Message"; S3's test event has no Records.
@@ -370,29 +380,40 @@ StatusOr<int> Triggers::OnS3Notification(std::string_view body, const std::strin
     auto inner = json::parse(doc["Message"].get<std::string>(), nullptr, false);
     if (inner.is_object()) doc = inner;
   }
-  if (!doc.contains("Records")) return 0;
+  std::vector<S3ObjectRef> refs;
+  if (!doc.contains("Records")) return refs;
   if (!doc["Records"].is_array()) return InvalidArgumentError("\"Records\" must be an array");
-  int created = 0;
-  bool authorised_any = false, matched_any = false;
   for (const auto& r : doc["Records"]) {
     if (!r.is_object() || !r.contains("s3") || !r["s3"].is_object()) continue;
-    std::string event = r.value("eventName", "");
+    std::string event = StringField(r, "eventName");
     if (event.rfind("ObjectCreated", 0) != 0 && event.rfind("s3:ObjectCreated", 0) != 0) continue;
     const json& s3 = r["s3"];
-    std::string bucket = s3.contains("bucket") ? s3["bucket"].value("name", "") : "";
     if (!s3.contains("object") || !s3["object"].is_object()) continue;
-    std::string key = PercentDecode(s3["object"].value("key", ""));
-    std::string etag = s3["object"].value("eTag", s3["object"].value("etag", ""));
+    const json& object = s3["object"];
+    S3ObjectRef ref;
+    ref.bucket = s3.contains("bucket") ? StringField(s3["bucket"], "name") : "";
+    ref.key = PercentDecode(StringField(object, "key"));
+    ref.etag = StringField(object, object.contains("eTag") ? "eTag" : "etag");
+    refs.push_back(std::move(ref));
+  }
+  return refs;
+}
+
+StatusOr<int> Triggers::OnS3Notification(std::string_view body, const std::string& token) {
+  PL_ASSIGN_OR_RETURN(std::vector<S3ObjectRef> refs, ParseS3Notification(body));
+  int created = 0;
+  bool authorised_any = false, matched_any = false;
+  for (const auto& ref : refs) {
     for (auto& src : sources_) {
-      if (src->bucket.empty() || src->bucket != bucket) continue;
+      if (src->bucket.empty() || src->bucket != ref.bucket) continue;
       std::string want = src->prefix.empty() ? "" : src->prefix + "/";
-      if (key.rfind(want, 0) != 0) continue;
+      if (ref.key.rfind(want, 0) != 0) continue;
       matched_any = true;
       if (!src->spec.token.empty() && src->spec.token != token) continue;
       authorised_any = true;
-      std::string rel = key.substr(want.size());
+      std::string rel = ref.key.substr(want.size());
       if (rel.empty() || !Eligible(rel) || !store::ValidateKey(rel).ok()) continue;
-      PL_ASSIGN_OR_RETURN(bool inserted, db_->InsertJob(src->spec.source, rel, etag, UnixMillis()));
+      PL_ASSIGN_OR_RETURN(bool inserted, db_->InsertJob(src->spec.source, rel, ref.etag, UnixMillis()));
       if (inserted) created++;
     }
   }

@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -35,6 +36,20 @@ struct TriggerSpec {
   int batch_size = 256;
   std::string token;  // required on POST /v1/events/s3 for this trigger's notifications
 };
+
+// One object named by an ObjectCreated record of an S3 event notification.
+struct S3ObjectRef {
+  std::string bucket;  // "" when the record names none
+  std::string key;     // percent-decoded
+  std::string etag;    // "" when absent
+};
+
+// Parses an S3 event notification document — S3's own, the same wrapped by SNS in "Message",
+// or MinIO's webhook — into the objects its ObjectCreated records name, in record order.
+// Records of other events, or without an "s3" object with an "object" object, are skipped; a
+// document without "Records" (S3's test event) names none. InvalidArgument when the body is not
+// a JSON object or "Records" is not an array. Pure (no I/O); safe from any thread.
+StatusOr<std::vector<S3ObjectRef>> ParseS3Notification(std::string_view body);
 
 class Triggers {
  public:

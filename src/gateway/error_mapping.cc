@@ -29,6 +29,10 @@ ApiError MapStatus(const Status& s) {
       return {504, "timeout"};
     case StatusCode::kWorkerFailed:
       return {502, "function_crashed"};
+    case StatusCode::kUnauthenticated:
+      return {401, "unauthorized"};
+    case StatusCode::kPermissionDenied:
+      return {403, "forbidden"};
     case StatusCode::kInternal:
       return {500, "internal"};
   }

@@ -1,6 +1,7 @@
 #include "gateway/gateway.h"
 
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "common/logging.h"
 #include "common/url.h"
 #include "gateway/error_mapping.h"
+#include "tensor/v2_codec.h"
 
 namespace pilotlight::gateway {
 namespace {
@@ -21,9 +23,31 @@ namespace {
 using simdjson::dom::element;
 using simdjson::dom::element_type;
 
+// Request bodies nest at most this deep (server.max_json_depth); set once before serving.
+std::atomic<uint32_t> g_max_json_depth{64};
+
 simdjson::dom::parser& ThreadParser() {
   thread_local simdjson::dom::parser parser;
+  thread_local bool ready = false;
+  if (!ready) {
+    // Capacity grows on demand and keeps this depth (simdjson reallocates with max_depth()).
+    auto err = parser.allocate(simdjson::dom::MINIMAL_DOCUMENT_CAPACITY, g_max_json_depth.load() + 1);
+    (void)err;  // a failed allocation fails the first parse instead
+    ready = true;
+  }
   return parser;
+}
+
+// Parses `body` on this thread's parser; a nesting deeper than server.max_json_depth and
+// invalid JSON are told apart in the message.
+simdjson::error_code ParseBody(const std::string& body, element* doc) { return ThreadParser().parse(body).get(*doc); }
+
+std::string JsonErrorMessage(simdjson::error_code ec) {
+  if (ec == simdjson::DEPTH_ERROR) {
+    return fmt::format("the JSON body nests deeper than {} levels (server.max_json_depth)", g_max_json_depth.load());
+  }
+  if (ec == simdjson::UTF8_ERROR) return "the request body is not valid UTF-8";
+  return "the request body is not valid JSON";
 }
 
 // Value of `key` in a query string ("a=1&model=x"), percent-decoded (boto3 sends
@@ -81,11 +105,17 @@ StatusOr<Gateway::Decoded> Gateway::DecodeInputs(const std::vector<tensor::Tenso
     out.tensors.push_back({specs[0].name, std::move(t)});
   } else {
     simdjson::dom::object named = inputs.get_object().value_unsafe();
-    for (auto [key, value] : named) {
+    for (simdjson::dom::key_value_pair field : named) {
+      // Named variables, not a structured binding: clang 14 (the fuzz build) cannot capture one.
+      std::string_view key = field.key;
+      simdjson::dom::element value = field.value;
       auto spec = std::find_if(specs.begin(), specs.end(), [&](const auto& s) { return s.name == key; });
       if (spec == specs.end()) {
         return InvalidArgumentError(
             fmt::format("unknown input '{}'; the model's inputs are: {}", std::string(key), InputNames(specs)));
+      }
+      if (std::any_of(out.tensors.begin(), out.tensors.end(), [&](const auto& t) { return t.name == spec->name; })) {
+        return InvalidArgumentError(fmt::format("input '{}' is given twice", spec->name));
       }
       PL_ASSIGN_OR_RETURN(tensor::Tensor t, tensor::DecodeJsonTensor(value, *spec, options_.limits));
       out.tensors.push_back({spec->name, std::move(t)});
@@ -111,12 +141,30 @@ struct Gateway::Call {
   // Set while Acquire() runs on `acquire_thread`: a callback running inline may reuse the DOM
   // parsed on this thread; a later one must parse again on its own thread.
   std::atomic<bool> in_acquire{false};
+  auth::Credentials creds;         // what the request presented (copied: headers are views)
   std::string x_model;             // routing hint for /v1/infer (X-Model header, or a batch item's model)
   std::optional<Decoded> decoded;  // inputs, once decoded
   std::shared_ptr<const std::vector<tensor::TensorSpec>> decoded_for;  // ...against these specs
   std::thread::id acquire_thread;
 
-  void Finish() { done(std::move(response)); }
+  // Open Inference Protocol v2 requests: decoded with the v2 codec, answered in its shapes.
+  struct V2State {
+    std::optional<size_t> json_length;  // Inference-Header-Content-Length
+    std::optional<tensor::v2::InferRequest> request;
+  };
+  std::unique_ptr<V2State> v2;
+  bool v2_errors = false;  // errors as {"error": "message"} (the v2 error shape)
+
+  void Finish() {
+    if (v2_errors && response.status >= 400 && response.content_type == "application/json") {
+      auto j = nlohmann::json::parse(response.body, nullptr, false);
+      if (j.is_object() && j.contains("error") && j["error"].is_object()) {
+        response.body = nlohmann::json({{"error", j["error"].value("message", "")}})
+                            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      }
+    }
+    done(std::move(response));
+  }
   void Fail(const Status& s) {
     SetError(response, s, request_id);
     Finish();
@@ -128,7 +176,143 @@ struct Gateway::Call {
 };
 
 Gateway::Gateway(GatewayOptions options, scheduler::Scheduler* scheduler, metrics::Registry* metrics)
-    : options_(std::move(options)), scheduler_(scheduler), metrics_(metrics) {}
+    : options_(std::move(options)), scheduler_(scheduler), metrics_(metrics) {
+  g_max_json_depth = options_.max_json_depth;
+}
+
+namespace {
+
+bool IEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+void SetLambdaError(Response& r, int status, std::string_view type, std::string_view message);
+
+bool ValidName(std::string_view n) {
+  if (n.empty() || n.size() > 128 || n.front() == '.') return false;
+  for (char ch : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.')) return false;
+  }
+  return true;
+}
+
+// Matches `path` against a pattern of literal segments, {param} (one segment) and a final
+// {proxy+} (one or more segments). Captures go to `params` in order.
+bool MatchPattern(std::string_view pattern, std::string_view path, std::vector<std::string_view>* params) {
+  params->clear();
+  if (pattern.empty() || path.empty() || path.front() != '/') return false;
+  size_t pi = 1, xi = 1;
+  while (true) {
+    size_t pe = pattern.find('/', pi);
+    std::string_view pseg = pattern.substr(pi, pe == std::string_view::npos ? std::string_view::npos : pe - pi);
+    if (pseg.size() > 3 && pseg.substr(pseg.size() - 2) == "+}") {  // greedy tail
+      if (xi >= path.size()) return false;
+      params->push_back(path.substr(xi));
+      return true;
+    }
+    size_t xe = path.find('/', xi);
+    std::string_view xseg = path.substr(xi, xe == std::string_view::npos ? std::string_view::npos : xe - xi);
+    if (!pseg.empty() && pseg.front() == '{') {
+      if (xseg.empty()) return false;
+      params->push_back(xseg);
+    } else if (pseg != xseg) {
+      return false;
+    }
+    if (pe == std::string_view::npos || xe == std::string_view::npos) {
+      return pe == std::string_view::npos && xe == std::string_view::npos;
+    }
+    pi = pe + 1;
+    xi = xe + 1;
+  }
+}
+
+}  // namespace
+
+// Every route, in match order: the first pattern that matches the path wins, then its method.
+// "*" answers any method (the handler decides). Documented in src/gateway/openapi.json — a unit
+// test keeps the two in step.
+const std::vector<RouteInfo>& Gateway::Routes() {
+  static const std::vector<RouteInfo> kRoutes = {
+      {"*", "/v1/functions/{name}/invoke", RouteKind::kInvoke, RouteAccess::kFunction},
+      {"*", "/v1/functions/{name}/invoke/{proxy+}", RouteKind::kInvokeProxy, RouteAccess::kFunction},
+      {"POST", "/v1/functions/{name}/invoke-async", RouteKind::kInvokeAsync, RouteAccess::kFunction},
+      {"POST", "/2015-03-31/functions/{name}/invocations", RouteKind::kLambdaInvoke, RouteAccess::kFunction},
+      {"POST", "/v1/infer", RouteKind::kInfer, RouteAccess::kShared},
+      {"POST", "/v1/batch", RouteKind::kBatch, RouteAccess::kShared},
+      {"GET", "/v1/health", RouteKind::kHealth, RouteAccess::kPublic},
+      {"GET", "/metrics", RouteKind::kMetrics, RouteAccess::kPublic},
+      {"GET", "/openapi.json", RouteKind::kOpenApi, RouteAccess::kPublic},
+      {"POST", "/v1/events/s3", RouteKind::kS3Events, RouteAccess::kPublic},  // its own token
+      {"GET", "/v1/events", RouteKind::kEventsList, RouteAccess::kAdmin},
+      {"GET", "/v1/events/{id}", RouteKind::kEventGet, RouteAccess::kAdmin},
+      {"POST", "/v1/events/{id}/redrive", RouteKind::kEventRedrive, RouteAccess::kAdmin},
+      {"GET", "/v1/jobs", RouteKind::kJobs, RouteAccess::kAdmin},
+      {"POST", "/admin/models/{name}/promote", RouteKind::kPromote, RouteAccess::kAdmin},
+      {"POST", "/admin/models/{name}/rollback", RouteKind::kRollback, RouteAccess::kAdmin},
+      {"GET", "/admin/keys", RouteKind::kKeysList, RouteAccess::kAdmin},
+      {"POST", "/admin/keys", RouteKind::kKeysCreate, RouteAccess::kAdmin},
+      {"DELETE", "/admin/keys/{id}", RouteKind::kKeysRevoke, RouteAccess::kAdmin},
+      {"GET", "/v2", RouteKind::kV2Server, RouteAccess::kPublic},
+      {"GET", "/v2/health/live", RouteKind::kV2Live, RouteAccess::kPublic},
+      {"GET", "/v2/health/ready", RouteKind::kV2Ready, RouteAccess::kPublic},
+      {"GET", "/v2/models/{name}", RouteKind::kV2Model, RouteAccess::kShared},
+      {"GET", "/v2/models/{name}/ready", RouteKind::kV2ModelReady, RouteAccess::kShared},
+      {"POST", "/v2/models/{name}/infer", RouteKind::kV2Infer, RouteAccess::kShared},
+      {"GET", "/v2/models/{name}/versions/{version}", RouteKind::kV2Model, RouteAccess::kShared},
+      {"GET", "/v2/models/{name}/versions/{version}/ready", RouteKind::kV2ModelReady, RouteAccess::kShared},
+      {"POST", "/v2/models/{name}/versions/{version}/infer", RouteKind::kV2Infer, RouteAccess::kShared},
+  };
+  return kRoutes;
+}
+
+const config::CorsConfig* Gateway::CorsFor(const RouteInfo* route, std::string_view function) const {
+  if (!route) return nullptr;
+  if (route->access == RouteAccess::kFunction) {
+    auto it = options_.function_cors.find(std::string(function));
+    return it != options_.function_cors.end() && it->second.enabled() ? &it->second : nullptr;
+  }
+  if (route->access == RouteAccess::kShared) return options_.shared_cors.enabled() ? &options_.shared_cors : nullptr;
+  return nullptr;
+}
+
+namespace {
+
+std::string Join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : std::string(sep)) + x;
+  return out;
+}
+
+std::string LowerAscii(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool OriginAllowed(const config::CorsConfig& c, std::string_view origin) {
+  for (const auto& o : c.origins) {
+    if (o == "*" || o == origin) return true;
+  }
+  return false;
+}
+
+void AddCorsHeaders(const config::CorsConfig& c, std::string_view origin, Response& r) {
+  bool any = std::find(c.origins.begin(), c.origins.end(), "*") != c.origins.end();
+  // Never "*" together with credentials: echo the (allowed) origin instead.
+  r.headers.emplace_back("Access-Control-Allow-Origin", any && !c.allow_credentials ? "*" : std::string(origin));
+  r.headers.emplace_back("Vary", "Origin");
+  if (c.allow_credentials) r.headers.emplace_back("Access-Control-Allow-Credentials", "true");
+  std::vector<std::string> expose = {"X-Request-Id", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
+                                     "RateLimit-Reset"};
+  expose.insert(expose.end(), c.expose_headers.begin(), c.expose_headers.end());
+  r.headers.emplace_back("Access-Control-Expose-Headers", Join(expose, ", "));
+}
+
+}  // namespace
 
 void Gateway::Handle(Request&& req, Done done) {
   auto call = std::make_shared<Call>();
@@ -142,134 +326,319 @@ void Gateway::Handle(Request&& req, Done done) {
   size_t qpos = target.find('?');
   std::string_view path = target.substr(0, qpos);
   std::string_view query = qpos == std::string_view::npos ? std::string_view() : target.substr(qpos + 1);
-  bool post = req.method == "POST";
-  bool get = req.method == "GET" || req.method == "HEAD";
-  auto wrong_method = [&](const char* allow) {
-    call->response.headers.emplace_back("Allow", allow);
-    call->Fail(405, "method_not_allowed", fmt::format("{} {} is not supported; use {}", req.method, path, allow));
-  };
-
-  constexpr std::string_view kFn = "/v1/functions/";
-  constexpr std::string_view kInvoke = "/invoke";
-  if (path.substr(0, kFn.size()) == kFn) {
-    std::string_view rest = path.substr(kFn.size());
-    size_t slash = rest.find('/');
-    std::string_view after = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
-    if (after == "/invoke-async" && slash > 0) {
-      if (!post) return wrong_method("POST");
-      return InvokeAsync(call, std::string(rest.substr(0, slash)), false);
-    }
-    bool exact = after == kInvoke;
-    bool proxied = after.size() > kInvoke.size() && after.substr(0, kInvoke.size() + 1) == "/invoke/";
-    if (slash != std::string_view::npos && slash > 0 && (exact || proxied)) {
-      std::string name(rest.substr(0, slash));
-      auto* pool = Route(name, call->response, call->request_id);
-      if (!pool) return call->Finish();
-      if (pool->IsProcess()) {
-        return ProcessHttp(call, pool, req, path, query, proxied ? after.substr(kInvoke.size() + 1) : "");
+  if (path == "/v2" || path.substr(0, 4) == "/v2/") call->v2_errors = true;  // {"error": "message"}
+  std::string_view origin, preflight_method, preflight_headers;
+  for (const auto& [k, v] : req.headers) {
+    if (IEquals(k, "X-Api-Key")) {
+      call->creds.api_key = std::string(v);
+    } else if (IEquals(k, "Authorization")) {
+      if (v.size() > 7 && IEquals(v.substr(0, 7), "Bearer ")) {
+        std::string_view t = v.substr(7);
+        while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+        call->creds.bearer = std::string(t);
+      } else {
+        call->creds.other_scheme = true;
       }
-      if (!exact) {
+    } else if (IEquals(k, "Origin")) {
+      origin = v;
+    } else if (IEquals(k, "Access-Control-Request-Method")) {
+      preflight_method = v;
+    } else if (IEquals(k, "Access-Control-Request-Headers")) {
+      preflight_headers = v;
+    }
+  }
+
+  // Route: the first pattern that matches, then the method among that pattern's entries.
+  const RouteInfo* route = nullptr;
+  std::vector<std::string_view> params;
+  std::string allow;
+  for (const auto& r : Routes()) {
+    if (route && r.pattern != route->pattern) continue;
+    if (!route && !MatchPattern(r.pattern, path, &params)) continue;
+    if (!route) route = &r;
+    allow += (allow.empty() ? "" : ", ") + std::string(r.method == "*" ? "GET, POST, PUT, PATCH, DELETE" : r.method);
+  }
+  std::string name = route && !params.empty() ? std::string(params[0]) : std::string();
+  if (route) {
+    const RouteInfo* exact = nullptr;
+    for (const auto& r : Routes()) {
+      if (r.pattern != route->pattern) continue;
+      if (r.method == "*" || r.method == req.method || (req.method == "HEAD" && r.method == "GET")) {
+        exact = &r;
+        break;
+      }
+    }
+    if (!exact && req.method != "OPTIONS") {
+      call->response.headers.emplace_back("Allow", allow);
+      return call->Fail(405, "method_not_allowed",
+                        fmt::format("{} {} is not supported; use {}", req.method, path, allow));
+    }
+    if (exact) route = exact;
+    // Names in paths are checked before anything uses them (no "..", no separators).
+    if (((route->access == RouteAccess::kFunction && route->kind != RouteKind::kLambdaInvoke) ||
+         route->kind == RouteKind::kPromote || route->kind == RouteKind::kRollback ||
+         route->kind == RouteKind::kV2Model || route->kind == RouteKind::kV2ModelReady ||
+         route->kind == RouteKind::kV2Infer) &&
+        !ValidName(name)) {
+      return call->Fail(404, "not_found",
+                        fmt::format("no function or model named '{}' (names use 1-128 of A-Z a-z 0-9 . _ -)",
+                                    JsonEscape(name.substr(0, 128))));
+    }
+  }
+  // Extra routes from a function's `routes:` answer POST only.
+  std::string extra_function;
+  if (!route) {
+    auto it = options_.routes.find(std::string(path));
+    if (it != options_.routes.end()) extra_function = it->second;
+  }
+
+  // CORS: a preflight is answered here (no credentials are sent on one); other requests from an
+  // allowed origin get the CORS headers on whatever they are answered.
+  static const RouteInfo kExtraRoute{"POST", "", RouteKind::kInvoke, RouteAccess::kFunction};
+  const RouteInfo* cors_route = route ? route : (!extra_function.empty() ? &kExtraRoute : nullptr);
+  const config::CorsConfig* cors = CorsFor(cors_route, route ? std::string_view(name) : extra_function);
+  if (req.method == "OPTIONS" && !origin.empty() && !preflight_method.empty()) {
+    if (!cors_route) return call->Fail(404, "not_found", fmt::format("no route for {}", path));
+    if (!cors || !OriginAllowed(*cors, origin)) {
+      return call->Fail(403, "cors_forbidden",
+                        fmt::format("origin '{}' may not call {} (CORS: see `cors.origins` in the configuration)",
+                                    JsonEscape(origin.substr(0, 256)), path));
+    }
+    if (std::find(cors->methods.begin(), cors->methods.end(), std::string(preflight_method)) == cors->methods.end()) {
+      return call->Fail(403, "cors_forbidden",
+                        fmt::format("method {} is not allowed from other origins here (cors.methods: {})",
+                                    JsonEscape(preflight_method.substr(0, 32)), Join(cors->methods, ", ")));
+    }
+    std::string_view hs = preflight_headers;
+    while (!hs.empty()) {
+      size_t c = hs.find(',');
+      std::string h = LowerAscii(hs.substr(0, c));
+      h.erase(0, h.find_first_not_of(" \t"));
+      h.erase(h.find_last_not_of(" \t") + 1);
+      if (!h.empty() && std::find(cors->headers.begin(), cors->headers.end(), h) == cors->headers.end()) {
+        return call->Fail(403, "cors_forbidden",
+                          fmt::format("request header '{}' is not allowed from other origins here (cors.headers: {})",
+                                      JsonEscape(h.substr(0, 64)), Join(cors->headers, ", ")));
+      }
+      if (c == std::string_view::npos) break;
+      hs.remove_prefix(c + 1);
+    }
+    Response& r = call->response;
+    r.status = 204;
+    r.content_type.clear();
+    AddCorsHeaders(*cors, origin, r);
+    r.headers.emplace_back("Access-Control-Allow-Methods", Join(cors->methods, ", "));
+    r.headers.emplace_back("Access-Control-Allow-Headers", Join(cors->headers, ", "));
+    r.headers.emplace_back("Access-Control-Max-Age",
+                           std::to_string(std::chrono::duration_cast<std::chrono::seconds>(cors->max_age).count()));
+    return call->Finish();
+  }
+  if (cors && !origin.empty() && OriginAllowed(*cors, origin)) AddCorsHeaders(*cors, origin, call->response);
+  if (req.method == "OPTIONS" && route) {
+    call->response.headers.emplace_back("Allow", allow);
+    return call->Fail(405, "method_not_allowed",
+                      fmt::format("OPTIONS {} is only answered as a CORS preflight (with Origin and "
+                                  "Access-Control-Request-Method); use {}",
+                                  path, allow));
+  }
+
+  if (!route && extra_function.empty()) {
+    return call->Fail(404, "not_found",
+                      fmt::format("no route for {} {}; see /openapi.json or the README's API reference",
+                                  JsonEscape(req.method.substr(0, 16)), JsonEscape(path.substr(0, 256))));
+  }
+  if (!route) {
+    if (req.method != "POST") {
+      call->response.headers.emplace_back("Allow", "POST");
+      return call->Fail(405, "method_not_allowed", fmt::format("{} {} is not supported; use POST", req.method, path));
+    }
+    auto* pool = Route(call, extra_function);
+    if (!pool) return call->Finish();
+    if (pool->IsProcess()) return ProcessHttp(call, pool, req, path, query, "");
+    element doc;
+    if (auto ec = ParseBody(call->body, &doc); ec != simdjson::SUCCESS) {
+      return call->Fail(400, "invalid_json", JsonErrorMessage(ec));
+    }
+    return Invoke(call, pool, doc);
+  }
+
+  if (route->access == RouteAccess::kAdmin && auth_) {
+    auth::Decision d = auth_->Admin(call->creds);
+    if (!d.ok()) return Refuse(call, d, false);
+  } else if (route->access == RouteAccess::kAdmin) {
+    return call->Fail(401, "unauthorized", "the admin API is disabled (no authenticator)");
+  }
+
+  switch (route->kind) {
+    case RouteKind::kInvoke:
+    case RouteKind::kInvokeProxy: {
+      auto* pool = Route(call, name);
+      if (!pool) return call->Finish();
+      bool proxied = route->kind == RouteKind::kInvokeProxy;
+      if (pool->IsProcess()) return ProcessHttp(call, pool, req, path, query, proxied ? params[1] : "");
+      if (proxied) {
         return call->Fail(404, "not_found",
                           fmt::format("function '{}' runs a model: call POST /v1/functions/{}/invoke (sub-paths are "
                                       "for process functions)",
                                       name, name));
       }
-      if (!post) return wrong_method("POST");
+      if (req.method != "POST") {
+        call->response.headers.emplace_back("Allow", "POST");
+        return call->Fail(
+            405, "method_not_allowed",
+            fmt::format("{} {} is not supported; use POST (function '{}' runs a model)", req.method, path, name));
+      }
       element doc;
-      if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
-        return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+      if (auto ec = ParseBody(call->body, &doc); ec != simdjson::SUCCESS) {
+        return call->Fail(400, "invalid_json", JsonErrorMessage(ec));
       }
       return Invoke(call, pool, doc);
     }
-  }
-  constexpr std::string_view kLambda = "/2015-03-31/functions/";
-  constexpr std::string_view kInvocations = "/invocations";
-  if (path.substr(0, kLambda.size()) == kLambda && path.size() > kLambda.size() + kInvocations.size() &&
-      path.substr(path.size() - kInvocations.size()) == kInvocations) {
-    if (!post) return wrong_method("POST");
-    return LambdaInvoke(call, req, path.substr(kLambda.size(), path.size() - kLambda.size() - kInvocations.size()),
-                        query);
-  }
-  constexpr std::string_view kAdminModels = "/admin/models/";
-  if (path.substr(0, kAdminModels.size()) == kAdminModels) {
-    std::string_view rest = path.substr(kAdminModels.size());
-    auto slash = rest.find('/');
-    std::string_view action = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
-    if (action == "promote" || action == "rollback") {
-      if (!post) return wrong_method("POST");
-      return AdminModel(call, std::string(rest.substr(0, slash)), std::string(action));
-    }
-  }
-  if (path == "/v1/events/s3") {
-    if (!post) return wrong_method("POST");
-    if (!triggers_ || triggers_->empty()) {
-      return call->Fail(404, "not_found",
-                        "no triggers are configured (see `triggers:` in the configuration reference)");
-    }
-    auto created = triggers_->OnS3Notification(call->body, QueryParam(query, "token"));
-    if (!created.ok()) {
-      if (created.status().code() == StatusCode::kFailedPrecondition) {
-        return call->Fail(403, "forbidden", created.status().message());
+    case RouteKind::kInvokeAsync:
+      return InvokeAsync(call, name, false);
+    case RouteKind::kLambdaInvoke:
+      return LambdaInvoke(call, req, name, query);
+    case RouteKind::kInfer:
+      return Infer(call, query);
+    case RouteKind::kBatch:
+      return Batch(call, query);
+    case RouteKind::kHealth:
+      return Health(call, query);
+    case RouteKind::kMetrics:
+      call->response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      call->response.body = metrics_->Serialize();
+      return call->Finish();
+    case RouteKind::kOpenApi:
+      call->response.body = OpenApiDocument();
+      return call->Finish();
+    case RouteKind::kS3Events: {
+      if (!triggers_ || triggers_->empty()) {
+        return call->Fail(404, "not_found",
+                          "no triggers are configured (see `triggers:` in the configuration reference)");
       }
-      return call->Fail(created.status());
-    }
-    call->response.body = fmt::format("{{\"jobs_created\":{}}}", *created);
-    return call->Finish();
-  }
-  if (path == "/v1/jobs") {
-    if (!get) return wrong_method("GET");
-    nlohmann::json jobs = nlohmann::json::array();
-    if (triggers_) {
-      auto list = triggers_->Jobs(std::max(1, std::min(10000, std::atoi(QueryParam(query, "limit").c_str()) ?: 100)));
-      if (!list.ok()) return call->Fail(list.status());
-      for (const auto& j : *list) {
-        jobs.push_back({{"id", j.id},
-                        {"source", j.trigger},
-                        {"key", j.key},
-                        {"etag", j.etag},
-                        {"status", j.status},
-                        {"rows", j.rows},
-                        {"rows_done", j.rows_done},
-                        {"ok", j.ok},
-                        {"errors", j.errors},
-                        {"error", j.error}});
+      auto created = triggers_->OnS3Notification(call->body, QueryParam(query, "token"));
+      if (!created.ok()) {
+        if (created.status().code() == StatusCode::kFailedPrecondition) {
+          return call->Fail(403, "forbidden", created.status().message());
+        }
+        return call->Fail(created.status());
       }
+      call->response.body = fmt::format("{{\"jobs_created\":{}}}", *created);
+      return call->Finish();
     }
-    call->response.body =
-        nlohmann::json({{"jobs", jobs}}).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    return call->Finish();
-  }
-  if (path == "/v1/events" || path.substr(0, 11) == "/v1/events/") return EventsApi(call, req, path, query);
-  if (path == "/v1/infer") return post ? Infer(call, query) : wrong_method("POST");
-  if (path == "/v1/batch") return post ? Batch(call, query) : wrong_method("POST");
-  if (path == "/v1/health") return get ? Health(call, query) : wrong_method("GET");
-  if (path == "/metrics") {
-    if (!get) return wrong_method("GET");
-    call->response.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    call->response.body = metrics_->Serialize();
-    return call->Finish();
-  }
-  auto route = options_.routes.find(std::string(path));
-  if (route != options_.routes.end()) {
-    if (!post) return wrong_method("POST");
-    auto* pool = Route(route->second, call->response, call->request_id);
-    if (!pool) return call->Finish();
-    if (pool->IsProcess()) return ProcessHttp(call, pool, req, path, query, "");
-    element doc;
-    if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
-      return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+    case RouteKind::kEventsList:
+    case RouteKind::kEventGet:
+    case RouteKind::kEventRedrive:
+      return EventsApi(call, req, path, query);
+    case RouteKind::kJobs: {
+      nlohmann::json jobs = nlohmann::json::array();
+      if (triggers_) {
+        auto list = triggers_->Jobs(std::max(1, std::min(10000, std::atoi(QueryParam(query, "limit").c_str()) ?: 100)));
+        if (!list.ok()) return call->Fail(list.status());
+        for (const auto& j : *list) {
+          jobs.push_back({{"id", j.id},
+                          {"source", j.trigger},
+                          {"key", j.key},
+                          {"etag", j.etag},
+                          {"status", j.status},
+                          {"rows", j.rows},
+                          {"rows_done", j.rows_done},
+                          {"ok", j.ok},
+                          {"errors", j.errors},
+                          {"error", j.error}});
+        }
+      }
+      call->response.body =
+          nlohmann::json({{"jobs", jobs}}).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      return call->Finish();
     }
-    return Invoke(call, pool, doc);
+    case RouteKind::kPromote:
+      return AdminModel(call, name, "promote");
+    case RouteKind::kRollback:
+      return AdminModel(call, name, "rollback");
+    case RouteKind::kKeysList:
+    case RouteKind::kKeysCreate:
+    case RouteKind::kKeysRevoke:
+      return KeysApi(call, route->kind, name);
+    case RouteKind::kV2Server:
+    case RouteKind::kV2Live:
+    case RouteKind::kV2Ready:
+    case RouteKind::kV2Model:
+    case RouteKind::kV2ModelReady:
+    case RouteKind::kV2Infer:
+      return V2(call, req, route->kind, name, params.size() > 1 ? std::string(params[1]) : std::string());
   }
-  call->Fail(404, "not_found",
-             fmt::format("no route for {} {}; see /openapi.json or the README's API reference", req.method, path));
+  call->Fail(500, "internal", "unhandled route");
 }
 
-scheduler::FunctionPool* Gateway::Route(const std::string& name, Response& r, std::string_view request_id) {
+// Applies an authenticator refusal: 401 / 403 / 429 with WWW-Authenticate, Retry-After and
+// RateLimit-* headers (Lambda-style error bodies on the Invoke API).
+void Gateway::ApplyRefusal(const std::shared_ptr<Call>& call, const auth::Decision& d, bool lambda_style) {
+  Response& r = call->response;
+  if (!d.www_authenticate.empty()) r.headers.emplace_back("WWW-Authenticate", d.www_authenticate);
+  AddRateHeaders(d.rate, r);
+  ApiError e = MapStatus(d.status);
+  if (lambda_style) {
+    SetLambdaError(r, e.http_status,
+                   e.http_status == 401   ? "UnrecognizedClientException"
+                   : e.http_status == 403 ? "AccessDeniedException"
+                                          : "TooManyRequestsException",
+                   d.status.message());
+    if (e.http_status == 429) r.headers.emplace_back("Retry-After", "1");
+  } else {
+    SetError(r, e.http_status, d.error_type.empty() ? e.type : d.error_type, d.status.message(), call->request_id);
+  }
+  if (e.http_status == 429) {
+    for (auto& [k, v] : r.headers) {
+      if (k == "Retry-After") v = std::to_string(std::max(1, d.retry_after_s));
+    }
+  }
+}
+
+void Gateway::Refuse(const std::shared_ptr<Call>& call, const auth::Decision& d, bool lambda_style) {
+  ApplyRefusal(call, d, lambda_style);
+  call->Finish();
+}
+
+void Gateway::AddRateHeaders(const auth::RateInfo& info, Response& r) {
+  if (!info.set) return;
+  r.headers.emplace_back("RateLimit-Limit", std::to_string(info.limit));
+  r.headers.emplace_back("RateLimit-Remaining", std::to_string(info.remaining));
+  r.headers.emplace_back("RateLimit-Reset", std::to_string(info.reset_s));
+}
+
+bool Gateway::Authorize(const std::shared_ptr<Call>& call, const std::string& function, bool lambda_style) {
+  if (!auth_) return true;
+  auth::Decision d = auth_->Function(function, call->creds);
+  if (!d.ok()) {
+    Refuse(call, d, lambda_style);
+    return false;
+  }
+  AddRateHeaders(d.rate, call->response);
+  return true;
+}
+
+scheduler::FunctionPool* Gateway::Route(const std::shared_ptr<Call>& call, const std::string& name) {
+  Response& r = call->response;
+  if (!ValidName(name)) {
+    SetError(r, 404, "not_found", fmt::format("function '{}' does not exist", name.substr(0, 128)), call->request_id);
+    r.log.function = name.substr(0, 128);
+    return nullptr;
+  }
+  // Authorization first: with auth on, an unknown name tells an anonymous caller nothing.
+  if (auth_) {
+    auth::Decision d = auth_->Function(name, call->creds);
+    r.log.function = name;
+    if (!d.ok()) {
+      ApplyRefusal(call, d, false);
+      return nullptr;
+    }
+    AddRateHeaders(d.rate, r);
+  }
   auto* pool = scheduler_->Find(name);
   if (!pool) {
-    SetError(r, 404, "not_found", fmt::format("function '{}' does not exist", name), request_id);
-    r.log.function = name.size() <= 128 ? name : name.substr(0, 128);
+    SetError(r, 404, "not_found", fmt::format("function '{}' does not exist", name), call->request_id);
+    r.log.function = name;
     return nullptr;
   }
   r.log.function = name;
@@ -279,8 +648,8 @@ scheduler::FunctionPool* Gateway::Route(const std::string& name, Response& r, st
 
 void Gateway::Infer(std::shared_ptr<Call> call, std::string_view query) {
   element doc;
-  if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
-    return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+  if (auto ec = ParseBody(call->body, &doc); ec != simdjson::SUCCESS) {
+    return call->Fail(400, "invalid_json", JsonErrorMessage(ec));
   }
   std::string name = QueryParam(query, "model");
   if (name.empty()) name = call->x_model;
@@ -294,7 +663,7 @@ void Gateway::Infer(std::shared_ptr<Call> call, std::string_view query) {
                       "no model given: pass ?model=NAME, an X-Model header or \"model\" in the body "
                       "(or set default_function in the config)");
   }
-  auto* pool = Route(name, call->response, call->request_id);
+  auto* pool = Route(call, name);
   if (!pool) return call->Finish();
   Invoke(call, pool, doc);
 }
@@ -305,6 +674,18 @@ void Gateway::Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, 
                       fmt::format("function '{}' runs a handler, not a model: call /v1/functions/{}/invoke or the "
                                   "Lambda Invoke API",
                                   call->response.log.function, call->response.log.function));
+  }
+  if (doc.type() == element_type::OBJECT) {
+    // An ambiguous body (a key twice) is refused: two parsers could read it differently.
+    simdjson::dom::object obj = doc.get_object().value_unsafe();
+    if (obj.size() > 1) {
+      std::vector<std::string_view> keys;
+      for (auto [k, v] : obj) keys.push_back(k);
+      std::sort(keys.begin(), keys.end());
+      if (std::adjacent_find(keys.begin(), keys.end()) != keys.end()) {
+        return call->Fail(400, "invalid_input", "the JSON body has a key twice");
+      }
+    }
   }
   element inputs;
   if (doc.type() != element_type::OBJECT || doc["inputs"].get(inputs) != simdjson::SUCCESS ||
@@ -345,7 +726,19 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
   log.queue_ms = std::max(0.0, ToMillis(lease.queue_time) - (lease.cold_start ? log.fetch_ms + log.load_ms : 0.0));
 
   const auto& specs = lease.instance().inputs();
-  if (!call->decoded || !call->decoded_for || !SameSpecs(*call->decoded_for, specs)) {
+  if (call->v2) {
+    if (!call->decoded_for || !SameSpecs(*call->decoded_for, specs)) {
+      auto req = tensor::v2::DecodeInferRequest(call->body, call->v2->json_length, specs, options_.limits,
+                                                options_.max_json_depth);
+      if (!req.ok()) return call->Fail(req.status());
+      if (req->inputs.size() > 1) {
+        if (Status st = tensor::CheckSymbolicDims(specs, req->inputs); !st.ok()) return call->Fail(st);
+      }
+      call->decoded.emplace();
+      call->decoded->tensors = std::move(req->inputs);
+      call->v2->request = std::move(req).value();
+    }
+  } else if (!call->decoded || !call->decoded_for || !SameSpecs(*call->decoded_for, specs)) {
     // Not decoded before admission (cold function, or another version answered): decode now,
     // from the DOM parsed on this thread (`doc`, or a fresh parse when the lease came later).
     element d;
@@ -381,6 +774,33 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
   lease.Release();
   if (!outputs.ok()) return call->Fail(outputs.status());
 
+  if (call->v2) {
+    const auto& req = *call->v2->request;
+    std::vector<tensor::NamedTensor> selected;
+    if (req.outputs.empty()) {
+      selected = std::move(*outputs);
+    } else {
+      for (const auto& want : req.outputs) {
+        auto it = std::find_if(outputs->begin(), outputs->end(), [&](const auto& o) { return o.name == want.name; });
+        if (it == outputs->end()) {
+          std::string names;
+          for (const auto& o : *outputs) names += (names.empty() ? "" : ", ") + o.name;
+          return call->Fail(
+              InvalidArgumentError(fmt::format("unknown output '{}'; the model's outputs are: {}", want.name, names)));
+        }
+        selected.push_back(std::move(*it));
+      }
+    }
+    std::optional<size_t> json_length;
+    r.body = tensor::v2::EncodeInferResponse({log.function, log.version, req.id}, selected, req.outputs,
+                                             req.binary_data_output, &json_length);
+    if (json_length) {
+      r.content_type = "application/octet-stream";
+      r.headers.emplace_back("Inference-Header-Content-Length", std::to_string(*json_length));
+    }
+    r.headers.emplace_back("X-Cold-Start", log.cold_start ? "true" : "false");
+    return call->Finish();
+  }
   std::string& body = r.body;
   body.reserve(256);
   body += "{\"model\":\"";
@@ -412,8 +832,8 @@ void Gateway::Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease
 
 void Gateway::Batch(std::shared_ptr<Call> call, std::string_view query) {
   element doc;
-  if (ThreadParser().parse(call->body).get(doc) != simdjson::SUCCESS) {
-    return call->Fail(400, "invalid_json", "the request body is not valid JSON");
+  if (auto ec = ParseBody(call->body, &doc); ec != simdjson::SUCCESS) {
+    return call->Fail(400, "invalid_json", JsonErrorMessage(ec));
   }
   if (doc.type() != element_type::ARRAY) {
     return call->Fail(400, "invalid_input", "the /v1/batch body must be a JSON array of /v1/infer bodies");
@@ -480,6 +900,7 @@ void Gateway::Batch(std::shared_ptr<Call> call, std::string_view query) {
       }
     };
     sub->x_model = std::move(models[i]);
+    sub->creds = call->creds;
     Infer(sub, "");
   }
 }
@@ -847,9 +1268,14 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
     return fail(400, "InvalidParameterValueException",
                 "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not '" + invocation_type + "'");
   }
+  if (!ValidName(fn) || (!qualifier.empty() && qualifier != "$LATEST" && !ValidName(qualifier))) {
+    res.log.function = fn.substr(0, 128);
+    return fail(404, "ResourceNotFoundException", "Function not found: " + FunctionArn(fn.substr(0, 128)));
+  }
   auto* pool = scheduler_->Find(fn);
   res.log.function = fn.substr(0, 128);
   if (!pool) return fail(404, "ResourceNotFoundException", "Function not found: " + FunctionArn(fn));
+  if (!Authorize(call, fn, true)) return;
   res.function_metrics = pool->metrics();
   bool latest = qualifier.empty() || qualifier == "$LATEST";
   if (pool->IsProcess() && !latest) {
@@ -985,6 +1411,7 @@ void Gateway::InvokeAsync(std::shared_ptr<Call> call, const std::string& functio
     }
     return call->Fail(404, "not_found", fmt::format("function '{}' does not exist", function));
   }
+  if (!Authorize(call, function, lambda_style)) return;
   res.function_metrics = pool->metrics();
   if (!async_) {
     return call->Fail(503, "not_ready", "asynchronous invocations are not enabled in this server");
@@ -1073,6 +1500,198 @@ void Gateway::EventsApi(std::shared_ptr<Call> call, const Request& req, std::str
   if (!e.ok()) return call->Fail(e.status());
   call->response.body = events::AsyncInvoker::EventJson(*e);
   call->Finish();
+}
+
+// ---- Open Inference Protocol v2 --------------------------------------------------------------
+
+void Gateway::V2(std::shared_ptr<Call> call, const Request& req, RouteKind kind, const std::string& model,
+                 const std::string& version) {
+  call->v2_errors = true;
+  Response& r = call->response;
+  switch (kind) {
+    case RouteKind::kV2Server:
+      r.body = nlohmann::json({{"name", "pilotlight"},
+                               {"version", options_.server_version},
+                               {"extensions", {"binary_tensor_data", "model_repository"}}})
+                   .dump();
+      return call->Finish();
+    case RouteKind::kV2Live:
+      r.body = "{\"live\":true}";
+      return call->Finish();
+    case RouteKind::kV2Ready:
+      // Ready to serve: functions scale from zero, so a cold function is not "not ready".
+      r.body = "{\"ready\":true}";
+      return call->Finish();
+    default:
+      break;
+  }
+  auto* pool = Route(call, model);
+  if (!pool) return call->Finish();
+  if (pool->IsProcess()) {
+    return call->Fail(400, "invalid_input",
+                      fmt::format("function '{}' runs a handler, not a model: the v2 protocol serves models; call "
+                                  "/v1/functions/{}/invoke",
+                                  model, model));
+  }
+  if (!version.empty() && version != pool->Snapshot().version) {
+    if (!ValidName(version)) return call->Fail(404, "not_found", "no such model version");
+    auto pinned = scheduler_->FindVersion(model, version);
+    if (!pinned.ok()) {
+      return call->Fail(404, "not_found",
+                        fmt::format("model '{}' has no version '{}': {}", model, version, pinned.status().message()));
+    }
+    pool = *pinned;
+  }
+  if (kind == RouteKind::kV2ModelReady) {
+    auto snap = pool->Snapshot();
+    r.body = nlohmann::json({{"name", model}, {"version", snap.version}, {"ready", true}, {"state", snap.state}})
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return call->Finish();
+  }
+  if (kind == RouteKind::kV2Model) {
+    // Metadata needs the model's schema: take a lease (this loads a cold function).
+    return pool->Acquire([call, model](StatusOr<scheduler::Lease> lease) {
+      if (!lease.ok()) return call->Fail(lease.status());
+      auto specs = [](const std::vector<tensor::TensorSpec>& v) {
+        nlohmann::json a = nlohmann::json::array();
+        for (const auto& t : v) {
+          a.push_back({{"name", t.name}, {"datatype", tensor::v2::DatatypeName(t.dtype)}, {"shape", t.shape}});
+        }
+        return a;
+      };
+      nlohmann::json j = {{"name", model},
+                          {"versions", {lease->version()}},
+                          {"platform", "onnxruntime_onnx"},
+                          {"inputs", specs(lease->instance().inputs())},
+                          {"outputs", specs(lease->instance().outputs())}};
+      lease->Release();
+      call->response.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      call->Finish();
+    });
+  }
+  // infer
+  call->v2 = std::make_unique<Call::V2State>();
+  for (const auto& [k, v] : req.headers) {
+    if (IEquals(k, "Inference-Header-Content-Length")) {
+      size_t n = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || p != v.data() + v.size()) {
+        return call->Fail(400, "invalid_input", "Inference-Header-Content-Length must be a byte count");
+      }
+      call->v2->json_length = n;
+    }
+  }
+  if (auto specs = pool->InputSpecs()) {
+    auto decoded = tensor::v2::DecodeInferRequest(call->body, call->v2->json_length, *specs, options_.limits,
+                                                  options_.max_json_depth);
+    if (!decoded.ok()) return call->Fail(decoded.status());
+    if (decoded->inputs.size() > 1) {
+      if (Status st = tensor::CheckSymbolicDims(*specs, decoded->inputs); !st.ok()) return call->Fail(st);
+    }
+    call->decoded.emplace();
+    call->decoded->tensors = std::move(decoded->inputs);
+    call->v2->request = std::move(decoded).value();
+    call->decoded_for = std::move(specs);
+  }
+  pool->Acquire([this, call](StatusOr<scheduler::Lease> lease) {
+    if (!lease.ok()) return call->Fail(lease.status());
+    Execute(call, *lease, nullptr);
+  });
+}
+
+// ---- admin: API keys -------------------------------------------------------------------------
+
+namespace {
+nlohmann::json KeyJson(const auth::ApiKey& k) {
+  nlohmann::json j = {{"id", k.id},
+                      {"prefix", "pl_" + k.id + "_"},
+                      {"plan", k.plan},
+                      {"functions", k.functions},
+                      {"description", k.description},
+                      {"created_at", Rfc3339(k.created_at)},
+                      {"last_used_at", k.last_used_at ? nlohmann::json(Rfc3339(k.last_used_at)) : nlohmann::json()},
+                      {"revoked_at", k.revoked_at ? nlohmann::json(Rfc3339(k.revoked_at)) : nlohmann::json()},
+                      {"used_today", k.used_today}};
+  return j;
+}
+}  // namespace
+
+void Gateway::KeysApi(std::shared_ptr<Call> call, RouteKind kind, const std::string& id) {
+  Response& r = call->response;
+  auto dump = [](const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
+  if (kind == RouteKind::kKeysList) {
+    auto keys = auth_->ListKeys();
+    if (!keys.ok()) return call->Fail(keys.status());
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& k : *keys) a.push_back(KeyJson(k));
+    r.body = dump({{"keys", a}});
+    return call->Finish();
+  }
+  if (kind == RouteKind::kKeysRevoke) {
+    auto k = auth_->RevokeKey(id);
+    if (!k.ok()) return call->Fail(k.status());
+    r.body = dump(KeyJson(*k));
+    return call->Finish();
+  }
+  auto j = nlohmann::json::parse(call->body, nullptr, false);
+  if (!j.is_object() || !j.contains("plan") || !j["plan"].is_string()) {
+    return call->Fail(400, "invalid_input",
+                      "send {\"plan\": \"PLAN\", \"functions\": [\"NAME\", ...], \"description\": \"...\"} "
+                      "(functions and description are optional)");
+  }
+  std::vector<std::string> functions;
+  if (j.contains("functions")) {
+    if (!j["functions"].is_array()) return call->Fail(400, "invalid_input", "\"functions\" must be a list of names");
+    for (const auto& f : j["functions"]) {
+      if (!f.is_string() || !ValidName(f.get<std::string>())) {
+        return call->Fail(400, "invalid_input", "\"functions\" must be a list of function names");
+      }
+      functions.push_back(f.get<std::string>());
+    }
+  }
+  std::string description =
+      j.contains("description") && j["description"].is_string() ? j["description"].get<std::string>() : "";
+  auto k = auth_->CreateKey(j["plan"].get<std::string>(), functions, description.substr(0, 256));
+  if (!k.ok()) return call->Fail(k.status());
+  nlohmann::json out = KeyJson(k->record);
+  out["key"] = k->key;
+  r.status = 201;
+  r.body = dump(out);
+  call->Finish();
+}
+
+// ---- OpenAPI ---------------------------------------------------------------------------------
+
+extern const char kOpenApiJson[];
+
+std::string Gateway::OpenApiDocument() const {
+  std::call_once(openapi_once_, [this] {
+    auto doc = nlohmann::json::parse(kOpenApiJson, nullptr, false);
+    if (doc.is_discarded()) {
+      openapi_ = "{}";
+      return;
+    }
+    // A function's extra `routes:` are public routes too.
+    int n = 0;
+    for (const auto& [path, function] : options_.routes) {
+      doc["paths"][path]["post"] = {
+          {"operationId", "extraRoute" + std::to_string(++n)},
+          {"summary", "Invoke function " + function + " (an extra route from its `routes:`)"},
+          {"tags", {"Functions"}},
+          {"requestBody",
+           {{"required", true},
+            {"content", {{"application/json", {{"schema", {{"$ref", "#/components/schemas/InvokeRequest"}}}}}}}}},
+          {"responses",
+           {{"200",
+             {{"description", "the function's outputs"},
+              {"content", {{"application/json", {{"schema", {{"$ref", "#/components/schemas/InvokeResponse"}}}}}}}}},
+            {"default",
+             {{"description", "an error"},
+              {"content", {{"application/json", {{"schema", {{"$ref", "#/components/schemas/Error"}}}}}}}}}}}};
+    }
+    openapi_ = doc.dump(2);
+  });
+  return openapi_;
 }
 
 void Gateway::RunAsyncEvent(const events::Event& e, std::function<void(StatusOr<std::string>)> done) {

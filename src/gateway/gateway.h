@@ -25,8 +25,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
+#include "auth/authenticator.h"
+#include "config/config.h"
 #include "events/async_invoker.h"
 #include "events/triggers.h"
 #include "gateway/api.h"
@@ -39,7 +42,49 @@ struct GatewayOptions {
   std::string default_function;
   tensor::DecodeLimits limits;
   uint32_t max_batch_items = 256;
-  std::map<std::string, std::string> routes;  // extra path → function
+  uint32_t max_json_depth = 64;  // nesting of request bodies (simdjson's depth: 1 = a scalar or empty array)
+  std::map<std::string, std::string> routes;                // extra path → function
+  config::CorsConfig shared_cors;                           // server.cors: /v1/infer, /v1/batch, /v2/...
+  std::map<std::string, config::CorsConfig> function_cors;  // functions.X.cors: /v1/functions/X/...
+  std::string server_version = "0";                         // GET /v2
+};
+
+enum class RouteKind {
+  kInvoke,
+  kInvokeProxy,
+  kInvokeAsync,
+  kLambdaInvoke,
+  kInfer,
+  kBatch,
+  kHealth,
+  kMetrics,
+  kOpenApi,
+  kS3Events,
+  kEventsList,
+  kEventGet,
+  kEventRedrive,
+  kJobs,
+  kPromote,
+  kRollback,
+  kKeysList,
+  kKeysCreate,
+  kKeysRevoke,
+  kV2Server,
+  kV2Live,
+  kV2Ready,
+  kV2Model,
+  kV2ModelReady,
+  kV2Infer,
+};
+// Who may call a route: anyone; per the function's `auth`; per the function the request routes
+// to (resolved from the body or query); the admin token only.
+enum class RouteAccess { kPublic, kFunction, kShared, kAdmin };
+
+struct RouteInfo {
+  std::string_view method;   // "GET", "POST", "DELETE", or "*" (the handler decides)
+  std::string_view pattern;  // "/v1/functions/{name}/invoke"; {proxy+} spans segments
+  RouteKind kind;
+  RouteAccess access;
 };
 
 using Done = std::function<void(Response&&)>;
@@ -49,6 +94,15 @@ class Gateway {
   Gateway(GatewayOptions options, scheduler::Scheduler* scheduler, metrics::Registry* metrics);
 
   void Handle(Request&& request, Done done);
+
+  // Every route the gateway answers (besides a function's extra `routes:`), in match order.
+  static const std::vector<RouteInfo>& Routes();
+  // The OpenAPI 3 document served at /openapi.json (the embedded src/gateway/openapi.json with
+  // the configured extra routes added).
+  std::string OpenApiDocument() const;
+
+  // Authentication, authorization and rate limits; null: every route open (tests, tools).
+  void SetAuth(auth::Authenticator* auth) { auth_ = auth; }
 
   // Asynchronous invocations: set before serving (null: invoke-async and Event answer 400).
   void SetAsync(events::AsyncInvoker* async) { async_ = async; }
@@ -84,13 +138,26 @@ class Gateway {
   // again (the lease arrived on another thread, or later).
   void Invoke(std::shared_ptr<Call> call, scheduler::FunctionPool* pool, simdjson::dom::element doc);
   void Execute(const std::shared_ptr<Call>& call, scheduler::Lease& lease, const simdjson::dom::element* doc);
-  scheduler::FunctionPool* Route(const std::string& name, Response& r, std::string_view request_id);
+  // Authorizes the caller for function `name` (401/403/429 into call->response) and finds it
+  // (404); null when the call must be answered with its response as it is.
+  scheduler::FunctionPool* Route(const std::shared_ptr<Call>& call, const std::string& name);
+  bool Authorize(const std::shared_ptr<Call>& call, const std::string& function, bool lambda_style);
+  void ApplyRefusal(const std::shared_ptr<Call>& call, const auth::Decision& d, bool lambda_style);
+  void Refuse(const std::shared_ptr<Call>& call, const auth::Decision& d, bool lambda_style);
+  static void AddRateHeaders(const auth::RateInfo& info, Response& r);
+  const config::CorsConfig* CorsFor(const RouteInfo* route, std::string_view function) const;
+  void KeysApi(std::shared_ptr<Call> call, RouteKind kind, const std::string& id);
+  void V2(std::shared_ptr<Call> call, const Request& req, RouteKind kind, const std::string& model,
+          const std::string& version);
 
   void EventsApi(std::shared_ptr<Call> call, const Request& req, std::string_view path, std::string_view query);
   void InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style);
 
   GatewayOptions options_;
   events::AsyncInvoker* async_ = nullptr;
+  auth::Authenticator* auth_ = nullptr;
+  mutable std::string openapi_;  // built once, lazily
+  mutable std::once_flag openapi_once_;
   events::Triggers* triggers_ = nullptr;
   scheduler::Scheduler* scheduler_;
   metrics::Registry* metrics_;

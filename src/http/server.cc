@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <array>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -10,6 +11,7 @@
 #include <fmt/format.h>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -34,6 +36,8 @@ struct HttpServer::State {
   // pending handlers, whose sessions unregister themselves here.
   std::mutex sessions_mu;
   std::unordered_map<Session*, std::weak_ptr<Session>> sessions;
+  uint32_t connections = 0;                         // admitted sessions (under sessions_mu)
+  std::unordered_map<std::string, int> per_client;  // admitted sessions per client address
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   tcp::acceptor acceptor{ioc};
@@ -61,7 +65,8 @@ std::string_view ReasonFor(const beast::error_code& ec, int* status) {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket&& socket, HttpServer::State* server) : stream_(std::move(socket)), server_(server) {
+  Session(tcp::socket&& socket, HttpServer::State* server)
+      : stream_(std::move(socket)), server_(server), timer_(stream_.get_executor()) {
     beast::error_code ec;  // once per connection, not per request
     auto remote = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     if (!ec) remote_addr_ = remote.address().to_string();
@@ -70,15 +75,48 @@ class Session : public std::enable_shared_from_this<Session> {
   ~Session() {
     std::lock_guard<std::mutex> l(server_->sessions_mu);
     server_->sessions.erase(this);
+    if (admitted_) {
+      server_->connections--;
+      auto it = server_->per_client.find(remote_addr_);
+      if (it != server_->per_client.end() && --it->second <= 0) server_->per_client.erase(it);
+    }
   }
 
   void Start() {
+    int refuse = 0;
     {
       std::lock_guard<std::mutex> l(server_->sessions_mu);
       server_->sessions[this] = weak_from_this();
+      const auto& o = server_->options;
+      int& mine = server_->per_client[remote_addr_];
+      if (server_->connections >= o.max_connections) {
+        refuse = 503;
+      } else if (static_cast<uint32_t>(mine) >= o.max_connections_per_client) {
+        refuse = 429;
+      } else {
+        admitted_ = true;
+        server_->connections++;
+        mine++;
+      }
+      if (!admitted_ && mine == 0) server_->per_client.erase(remote_addr_);
     }
     beast::error_code ec;
     stream_.socket().set_option(tcp::no_delay(true), ec);
+    if (refuse) {
+      const auto& o = server_->options;
+      return net::dispatch(stream_.get_executor(), [self = shared_from_this(), refuse, &o] {
+        if (refuse == 503) {
+          self->Refuse(503, "overloaded",
+                       fmt::format("the server has {} open connections (server.max_connections); retry shortly",
+                                   o.max_connections));
+        } else {
+          self->Refuse(429, "too_many_connections",
+                       fmt::format("this client address has {} open connections "
+                                   "(server.max_connections_per_client); reuse a keep-alive connection",
+                                   o.max_connections_per_client));
+        }
+      });
+    }
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->DoRead(); });
   }
 
@@ -94,53 +132,260 @@ class Session : public std::enable_shared_from_this<Session> {
   auto executor() { return stream_.get_executor(); }
 
  private:
+  // One deadline per phase, on the connection's strand. Expiry cancels the pending read; the
+  // read's handler sees `timed_out_` and answers 408 (bytes of a request arrived) or closes.
+  // (beast::tcp_stream's own expiry closes the socket, which leaves no way to answer 408.)
+  void Arm(Duration d) {
+    timed_out_ = false;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this(), gen = ++timer_gen_](beast::error_code ec) {
+      if (ec || gen != self->timer_gen_) return;
+      self->timed_out_ = true;
+      beast::error_code ignored;
+      self->stream_.socket().cancel(ignored);
+    });
+  }
+  void Disarm() {
+    ++timer_gen_;
+    timer_.cancel();
+  }
+
   void DoRead() {
     if (server_->stopping.load()) return Close();
+    stream_.expires_never();
     parser_.emplace();
-    parser_->header_limit(static_cast<uint32_t>(server_->options.max_header_bytes));
+    // Beast's header_limit is a coarse guard; the exact limit is checked in OnHeader.
+    parser_->header_limit(static_cast<uint32_t>(server_->options.max_header_bytes + 1024));
     parser_->body_limit(server_->options.max_body_bytes);
-    stream_.expires_after(first_ ? server_->options.read_timeout : server_->options.idle_timeout);
+    parser_->on_chunk_header(on_chunk_header_);
+    if (buffer_.size() > 0) {
+      // A pipelined request: its bytes are here, time it from now.
+      Arm(server_->options.request_timeout);
+      return ReadHeader();
+    }
+    // Wait for the next request's first byte under the idle timeout (a new connection too),
+    // then time the whole request from there.
+    Arm(server_->options.idle_timeout);
+    stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      if (ec || n == 0) {
+        self->Disarm();
+        return self->Close();
+      }
+      self->buffer_.commit(n);
+      self->Arm(self->server_->options.request_timeout);
+      self->ReadHeader();
+    });
+  }
+
+  // Reads until the whole head (request line, fields, blank line) is buffered and checks its
+  // bytes strictly before Beast parses it: Beast tolerates obs-fold, bare LF and leading
+  // whitespace, each a way to make two HTTP parsers disagree about a request (smuggling).
+  void ReadHeader() {
+    std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    size_t end = data.find("\r\n\r\n");
+    std::string_view head = data.substr(0, end == std::string_view::npos ? data.size() : end + 4);
+    if (auto problem = CheckHead(head, end != std::string_view::npos); !problem.empty()) {
+      return Refuse(400, "bad_request", "malformed HTTP request: " + problem);
+    }
+    if (end == std::string_view::npos) {
+      if (data.size() > server_->options.max_header_bytes) {
+        return Refuse(431, "headers_too_large",
+                      fmt::format("the request line and headers exceed {} bytes (server.max_header_bytes)",
+                                  server_->options.max_header_bytes));
+      }
+      return stream_.async_read_some(buffer_.prepare(8192),
+                                     [self = shared_from_this()](beast::error_code ec, size_t n) {
+                                       if (ec) return self->OnReadError(ec);
+                                       self->buffer_.commit(n);
+                                       self->ReadHeader();
+                                     });
+    }
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnHeader(ec, n); });
   }
 
-  // `head_bytes` is exactly the request line + fields + blank line. Beast's own header_limit is
-  // a coarser guard (it may admit a few bytes more), so the configured limit is enforced here.
+  // "" when `head` (complete or not yet) is well-formed so far, else what is wrong.
+  static std::string CheckHead(std::string_view head, bool complete) {
+    auto is_tchar = [](unsigned char c) {
+      return std::isalnum(c) ||
+             std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+    };
+    size_t line_start = 0;
+    bool first = true;
+    for (size_t i = 0; i < head.size(); ++i) {
+      unsigned char c = static_cast<unsigned char>(head[i]);
+      if (c == '\n' && (i == 0 || head[i - 1] != '\r')) return "a bare LF (lines end with CRLF)";
+      if (c == '\r' && i + 1 < head.size() && head[i + 1] != '\n') return "a bare CR";
+      if (c == 0) return "a NUL byte in the request head";
+      if (c != '\n') continue;
+      std::string_view line = head.substr(line_start, i - 1 - line_start);
+      line_start = i + 1;
+      if (first) {
+        first = false;
+        for (unsigned char x : line) {
+          if (x < 0x20 || x >= 0x7f) return "a control or non-ASCII byte in the request line (percent-encode it)";
+        }
+        continue;
+      }
+      if (line.empty()) break;  // the blank line ending the head
+      if (line.front() == ' ' || line.front() == '\t') return "a header line starting with whitespace (obs-fold)";
+      size_t colon = line.find(':');
+      if (colon == std::string_view::npos || colon == 0) return "a header line without a field name and ':'";
+      for (unsigned char x : line.substr(0, colon)) {
+        if (!is_tchar(x)) return "an invalid character in a header field name";
+      }
+      for (unsigned char x : line.substr(colon + 1)) {
+        if ((x < 0x20 && x != '\t') || x == 0x7f) return "a control character in a header field value";
+      }
+    }
+    (void)complete;
+    return "";
+  }
+
+  // `head_bytes` is exactly the request line + fields + blank line.
   void OnHeader(beast::error_code ec, size_t head_bytes) {
-    if (!ec && head_bytes > server_->options.max_header_bytes) ec = bhttp::error::header_limit;
     if (ec) return OnReadError(ec);
+    const auto& o = server_->options;
+    auto& h = parser_->get();
+    if (head_bytes > o.max_header_bytes) {
+      return Refuse(
+          431, "headers_too_large",
+          fmt::format("the request line and headers exceed {} bytes (server.max_header_bytes)", o.max_header_bytes));
+    }
+    if (h.target().size() > o.max_uri_bytes) {
+      return Refuse(414, "uri_too_long",
+                    fmt::format("the request target exceeds {} bytes (server.max_uri_bytes)", o.max_uri_bytes));
+    }
+    size_t fields = 0;
+    for (auto it = h.begin(); it != h.end(); ++it) ++fields;
+    if (fields > o.max_header_fields) {
+      return Refuse(431, "headers_too_large",
+                    fmt::format("the request has {} header fields; at most {} are accepted "
+                                "(server.max_header_fields)",
+                                fields, o.max_header_fields));
+    }
+    // Framing that two parsers could read differently is refused, not guessed at.
+    int te = 0, cl = 0, host = 0;
+    for (const auto& f : h) {
+      if (f.name() == bhttp::field::transfer_encoding) {
+        ++te;
+        if (!beast::iequals(f.value(), "chunked")) {
+          return Refuse(400, "bad_request",
+                        "Transfer-Encoding must be exactly 'chunked' (no other codings are accepted)");
+        }
+      } else if (f.name() == bhttp::field::content_length) {
+        ++cl;
+      } else if (f.name() == bhttp::field::host) {
+        ++host;
+        if (f.value().find_first_of(" \t") != beast::string_view::npos) {
+          return Refuse(400, "bad_request", "the Host header holds whitespace");
+        }
+      }
+    }
+    if (te > 1) return Refuse(400, "bad_request", "more than one Transfer-Encoding header");
+    if (te && cl) return Refuse(400, "bad_request", "both Transfer-Encoding and Content-Length (request smuggling?)");
+    if (cl > 1) return Refuse(400, "bad_request", "more than one Content-Length header");
+    if (host > 1) return Refuse(400, "bad_request", "more than one Host header");
+    if (h.version() != 10 && h.version() != 11) {
+      return Refuse(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served");
+    }
     busy_ = true;
     start_ = std::chrono::steady_clock::now();
-    if (parser_->is_done()) return OnRequest();
+    if (parser_->is_done()) {
+      Disarm();
+      return OnRequest();
+    }
     // flat_buffer reads at most its spare capacity per call and starts small: without this a
     // large body arrives in ~512-byte reads (a 250 KB tensor took ~2 ms instead of ~0.2 ms).
     uint64_t expect = parser_->content_length().value_or(64 * 1024);
     buffer_.reserve(static_cast<size_t>(std::min<uint64_t>(expect, 1 << 20)) + 512);
-    stream_.expires_after(server_->options.read_timeout);
+    if (parser_->chunked()) return ReadChunked();
     bhttp::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->OnReadError(ec);
+      self->Disarm();
       self->OnRequest();
     });
   }
 
+  // A chunked body, fed to the parser by hand so the framing can be checked between reads:
+  // Beast consumes chunk data as it arrives, so bytes it leaves unconsumed are a partial chunk
+  // line, and a bare LF there is a framing error (Beast would wait for a CRLF forever).
+  void ReadChunked() {
+    while (buffer_.size() > 0 && !parser_->is_done()) {
+      beast::error_code ec;
+      size_t n = parser_->put(buffer_.data(), ec);
+      if (ec == bhttp::error::need_more) break;
+      if (ec) return OnReadError(ec);
+      buffer_.consume(n);
+      if (n == 0) break;
+    }
+    if (parser_->is_done()) {
+      Disarm();
+      return OnRequest();
+    }
+    std::string_view pending(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    for (size_t i = pending.find('\n'); i != std::string_view::npos; i = pending.find('\n', i + 1)) {
+      if (i == 0 || pending[i - 1] != '\r') {
+        return Refuse(400, "bad_request", "malformed HTTP request: a chunk line ends in a bare LF (use CRLF)");
+      }
+    }
+    if (pending.size() > 4096) return Refuse(400, "bad_request", "malformed HTTP request: a chunk line is too long");
+    stream_.async_read_some(buffer_.prepare(std::max<size_t>(16384, buffer_.capacity() - buffer_.size())),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              if (ec) {
+                                if (ec == net::error::eof) ec = bhttp::error::partial_message;
+                                return self->OnReadError(ec);
+                              }
+                              self->buffer_.commit(n);
+                              self->ReadChunked();
+                            });
+  }
+
   void OnReadError(beast::error_code ec) {
+    if (timed_out_ && ec == net::error::operation_aborted) {
+      // The request did not arrive in time. Bytes of it arrived: tell the client; none: close.
+      if (parser_ && (parser_->got_some() || buffer_.size() > 0)) {
+        return Refuse(
+            408, "request_timeout",
+            fmt::format(
+                "the whole request must arrive within {} ms of its first byte "
+                "(server.request_timeout)",
+                std::chrono::duration_cast<std::chrono::milliseconds>(server_->options.request_timeout).count()));
+      }
+      return Close();
+    }
+    Disarm();
+    if (ec == bhttp::error::partial_message || ((ec == bhttp::error::end_of_stream || ec == net::error::eof) &&
+                                                parser_ && (parser_->got_some() || buffer_.size() > 0))) {
+      // The client stopped sending mid-request (it may still read): say so, then close.
+      return Refuse(400, "bad_request", "the connection ended before the whole request arrived");
+    }
     if (ec == bhttp::error::end_of_stream || ec == net::error::operation_aborted || ec == beast::error::timeout ||
-        ec == net::error::connection_reset || ec == net::error::eof || ec == bhttp::error::partial_message) {
+        ec == net::error::connection_reset || ec == net::error::eof) {
       return Close();
     }
     // A malformed or oversized request: answer with a typed error, then close (the byte
     // stream can no longer be trusted to be in sync).
     int status;
     std::string_view type = ReasonFor(ec, &status);
-    gateway::Response r;
     std::string message = status == 413   ? fmt::format("the request body exceeds {} bytes (server.max_body_bytes)",
                                                         server_->options.max_body_bytes)
-                          : status == 431 ? fmt::format("the request headers exceed {} bytes (server.max_header_bytes)",
-                                                        server_->options.max_header_bytes)
+                          : status == 431 ? fmt::format(
+                                                "the request line and headers exceed {} bytes "
+                                                "(server.max_header_bytes)",
+                                                server_->options.max_header_bytes)
                                           : "malformed HTTP request: " + ec.message();
+    Refuse(status, type, message);
+  }
+
+  // Answers a request that will not be served, then closes the connection (after reading and
+  // discarding what the client still sends, so it sees the answer rather than a reset).
+  void Refuse(int status, std::string_view type, const std::string& message) {
+    Disarm();
+    gateway::Response r;
     // The headers may have been read (body too large): echo the client's id when it sent one.
     std::string rid;
-    if (parser_) {
+    if (parser_ && parser_->is_header_done()) {
       auto& h = parser_->get();
       if (auto it = h.find("X-Request-Id"); it != h.end()) rid = std::string(it->value());
     }
@@ -152,7 +397,12 @@ class Session : public std::enable_shared_from_this<Session> {
     server_->active++;
     keep_alive_ = false;
     linger_ = true;
-    Write(std::move(r), "-", "-");
+    std::string method = "-", target = "-";
+    if (parser_ && parser_->is_header_done()) {
+      method = std::string(parser_->get().method_string());
+      target = std::string(parser_->get().target().substr(0, 256));
+    }
+    Write(std::move(r), method, target);
   }
 
   void OnRequest() {
@@ -188,7 +438,7 @@ class Session : public std::enable_shared_from_this<Session> {
     bool keep = keep_alive_ && !server_->stopping.load();
     res_.emplace(static_cast<bhttp::status>(r.status), version_ ? version_ : 11);
     res_->set(bhttp::field::server, "pilotlight");
-    res_->set(bhttp::field::content_type, r.content_type);
+    if (!r.content_type.empty()) res_->set(bhttp::field::content_type, r.content_type);
     if (!r.log.request_id.empty()) res_->set("X-Request-Id", r.log.request_id);
     for (auto& [k, v] : r.headers) res_->insert(k, v);  // insert: Set-Cookie may repeat
     res_->keep_alive(keep);
@@ -211,7 +461,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (res_->body().size() < 64 * 1024) {
       stream_.expires_never();
     } else {
-      stream_.expires_after(server_->options.read_timeout);
+      stream_.expires_after(std::max<Duration>(server_->options.request_timeout, std::chrono::seconds(30)));
     }
     bhttp::async_write(stream_, *res_, [self = shared_from_this(), keep](beast::error_code ec, size_t) {
       self->server_->active--;
@@ -274,6 +524,15 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::tcp_stream stream_;
   std::string remote_addr_;
   HttpServer::State* server_;
+  net::steady_timer timer_;
+  // Chunk extensions are ignored, but Beast buffers them: cap them (a memory DoS otherwise).
+  std::function<void(uint64_t, beast::string_view, beast::error_code&)> on_chunk_header_ =
+      [](uint64_t, beast::string_view ext, beast::error_code& ec) {
+        if (ext.size() > 1024) ec = bhttp::error::bad_chunk_extension;
+      };
+  uint64_t timer_gen_ = 0;
+  bool timed_out_ = false;
+  bool admitted_ = false;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::optional<bhttp::response<bhttp::string_body>> res_;

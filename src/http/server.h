@@ -1,7 +1,9 @@
 // HttpServer: HTTP/1.1 with keep-alive on Boost.Beast, the only code that knows the HTTP
-// library. Parses with limits (header bytes, body bytes), applies the read and keep-alive
-// timeouts, hands each request to the Gateway and writes its answer; writes the one log line
-// per request and records request metrics.
+// library. Parses with limits (header bytes and fields, URI, body), bounds the time to receive
+// a whole request from its first byte (a slow client cannot hold a connection by trickling
+// bytes) and the keep-alive idle time, caps connections in total and per client address, hands
+// each request to the Gateway and writes its answer; writes the one log line per request and
+// records request metrics. Refusals are typed JSON errors (408, 413, 414, 429, 431, 503).
 //
 // Threads: `threads` I/O threads run one io_context; each connection is a strand, so one
 // connection's handlers never run concurrently. The gateway may answer from any thread; the
@@ -21,12 +23,16 @@
 namespace pilotlight::http {
 
 struct HttpOptions {
-  std::string listen = "127.0.0.1:8080";  // HOST:PORT; port 0 picks a free one
-  int threads = 0;                        // 0: one per core
-  uint64_t max_body_bytes = 6 * 1024 * 1024;
-  uint64_t max_header_bytes = 16 * 1024;
-  Duration read_timeout = std::chrono::seconds(30);
-  Duration idle_timeout = std::chrono::seconds(60);
+  std::string listen = "127.0.0.1:8080";                // HOST:PORT; port 0 picks a free one
+  int threads = 0;                                      // 0: one per core
+  uint64_t max_body_bytes = 6 * 1024 * 1024;            // 413 above it
+  uint64_t max_header_bytes = 60 * 1024;                // request line + fields + blank line; 431 above it
+  uint32_t max_header_fields = 100;                     // 431 above it
+  uint32_t max_uri_bytes = 8 * 1024;                    // request target; 414 above it
+  Duration request_timeout = std::chrono::seconds(10);  // first byte → whole request; 408 after it
+  Duration idle_timeout = std::chrono::seconds(60);     // keep-alive wait for the next request
+  uint32_t max_connections = 1024;                      // in total; 503 to the next one
+  uint32_t max_connections_per_client = 256;            // per client IP address; 429 to the next one
 };
 
 class HttpServer {

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "auth/authenticator.h"
 #include "common/logging.h"
 #include "events/async_invoker.h"
 #include "events/triggers.h"
@@ -123,10 +124,53 @@ int Serve(const config::Config& cfg) {
   if (gopts.default_function.empty() && names.size() == 1) gopts.default_function = names.front();
   gopts.limits.max_elements = cfg.server.max_tensor_elements;
   gopts.max_batch_items = cfg.server.max_batch_items;
+  gopts.max_json_depth = cfg.server.max_json_depth;
   for (const auto& [name, f] : cfg.functions) {
     for (const auto& r : f.routes) gopts.routes[r] = name;
   }
+  gopts.shared_cors = cfg.server.cors;
+  for (const auto& [name, f] : cfg.functions) {
+    if (f.cors.enabled()) gopts.function_cors[name] = f.cors;
+  }
+  gopts.server_version = "0.1.0";
   gateway::Gateway gateway(gopts, sched.get(), &metrics);
+
+  // Authentication: the admin token from the environment, API keys in the state store, JWTs.
+  auth::Authenticator::Options aopts;
+  aopts.admin_token_env = cfg.auth.admin_token_env;
+  if (const char* t = std::getenv(cfg.auth.admin_token_env.c_str())) aopts.admin_token = t;
+  aopts.plans = cfg.usage_plans;
+  if (cfg.auth.jwt) {
+    auth::JwtConfig j;
+    j.jwks = cfg.auth.jwt->jwks;
+    j.issuer = cfg.auth.jwt->issuer;
+    j.audience = cfg.auth.jwt->audience;
+    j.leeway = cfg.auth.jwt->leeway;
+    j.refresh = cfg.auth.jwt->refresh;
+    aopts.jwt = j;
+  }
+  aopts.key_db = cfg.state_dir + "/auth.db";
+  aopts.default_policy.mode = cfg.auth.default_auth;
+  for (const auto& [name, f] : cfg.functions) {
+    auth::Policy p;
+    p.mode = f.auth.empty() ? cfg.auth.default_auth : f.auth;
+    p.plans = f.plans;
+    p.rate_limit = f.rate_limit;
+    aopts.policies[name] = p;
+  }
+  auto authenticator = auth::Authenticator::Create(aopts);
+  if (!authenticator.ok()) {
+    LogLine(spdlog::level::err, "cannot start authentication").Str("error", authenticator.status().message());
+    return 2;
+  }
+  gateway.SetAuth(authenticator->get());
+  if (aopts.admin_token.empty()) {
+    LogLine(spdlog::level::info, "the admin API is disabled (401): set the admin token to enable it")
+        .Str("env", cfg.auth.admin_token_env);
+  } else if (aopts.admin_token.size() < 16) {
+    LogLine(spdlog::level::warn, "the admin token is short; use at least 32 random characters")
+        .Str("env", cfg.auth.admin_token_env);
+  }
 
   // Asynchronous invocations: durable events in SQLite under the state directory.
   auto event_store = events::EventStore::Open(cfg.state_dir + "/events.db");
@@ -178,8 +222,12 @@ int Serve(const config::Config& cfg) {
   hopts.threads = cfg.server.threads;
   hopts.max_body_bytes = cfg.server.max_body_bytes;
   hopts.max_header_bytes = cfg.server.max_header_bytes;
-  hopts.read_timeout = cfg.server.read_timeout;
+  hopts.max_header_fields = cfg.server.max_header_fields;
+  hopts.max_uri_bytes = cfg.server.max_uri_bytes;
+  hopts.request_timeout = cfg.server.request_timeout;
   hopts.idle_timeout = cfg.server.idle_timeout;
+  hopts.max_connections = cfg.server.max_connections;
+  hopts.max_connections_per_client = cfg.server.max_connections_per_client;
   http::HttpServer server(hopts, &gateway);
   if (Status st = server.Listen(); !st.ok()) {
     LogLine(spdlog::level::err, "cannot start the HTTP server").Str("error", st.message());

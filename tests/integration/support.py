@@ -39,9 +39,15 @@ def _child_env():
     if "suppressions=" not in opts:
         extra = "suppressions=%s:print_suppressions=0" % supp
         env["LSAN_OPTIONS"] = (opts + ":" + extra) if opts else extra
+    env["PILOTLIGHT_ADMIN_TOKEN"] = ADMIN_TOKEN
     return env
 
 
+# Every test server gets this admin token (auth.admin_token_env's default variable), and
+# new_session() sends it, so tests of admin routes (promote, events, jobs, keys) need no setup.
+# Tests of authentication itself send their own Authorization header or none (headers={
+# "Authorization": None} removes the session's).
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 CHILD_ENV = _child_env()
 
 STARTUP_TIMEOUT = 60.0   # seconds until GET /v1/health must answer
@@ -98,6 +104,7 @@ def new_session():
     """A keep-alive session that never goes through an HTTP proxy from the environment."""
     s = requests.Session()
     s.trust_env = False
+    s.headers["Authorization"] = "Bearer " + ADMIN_TOKEN
     return s
 
 
@@ -812,3 +819,177 @@ def assert_still_serving(server, function="tiny_mlp"):
     body = assert_ok(r, "good request after an error:")
     assert "outputs" in body, body
     return body
+
+
+# --------------------------------------------------------------------------------------
+# Raw HTTP on a socket (for what an HTTP library hides: exact request heads, trickled bytes,
+# answers sent before any request, connections from several loopback addresses)
+# --------------------------------------------------------------------------------------
+def connect(port, source=None, timeout=10.0):
+    """A TCP connection to 127.0.0.1:port. `source`: a loopback address to connect from
+    (Linux lets a client bind any 127.x.y.z), so tests can act as several client addresses."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if source:
+            s.bind((source, 0))
+        s.settimeout(timeout)
+        s.connect(("127.0.0.1", port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+class RawResponse:
+    """One HTTP response read off a socket: status, reason, headers (lower-case names), body,
+    and `elapsed` (seconds from the read call until the whole response had arrived)."""
+
+    def __init__(self, status, reason, headers, body, elapsed):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.elapsed = elapsed
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<HTTP %s %s %r %r>" % (self.status, self.reason, self.headers, self.body[:300])
+
+
+def read_response(sock, timeout=10.0):
+    """Reads one response (its head, then a Content-Length body, or up to EOF without one).
+    Returns a RawResponse, or None when the connection was closed (EOF or reset) before any
+    byte of a response arrived. Raises socket.timeout when nothing complete arrived in time."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    data = b""
+
+    def more():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("no complete response within %.1fs (got %r)" % (timeout, data[:300]))
+        sock.settimeout(remaining)
+        try:
+            return sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+    while b"\r\n\r\n" not in data:
+        chunk = more()
+        if not chunk:
+            if not data:
+                return None
+            raise AssertionError("connection closed inside a response head: %r" % data[:500])
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    assert len(parts) >= 2 and parts[0].startswith("HTTP/1."), "not an HTTP response: %r" % head[:300]
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "content-length" in headers:
+        n = int(headers["content-length"])
+        while len(body) < n:
+            chunk = more()
+            if not chunk:
+                raise AssertionError("connection closed inside a response body (%d of %d bytes)"
+                                     % (len(body), n))
+            body += chunk
+    else:
+        while True:
+            chunk = more()
+            if not chunk:
+                break
+            body += chunk
+    return RawResponse(int(parts[1]), parts[2] if len(parts) > 2 else "", headers, body,
+                       time.monotonic() - t0)
+
+
+def wait_closed(sock, timeout=10.0):
+    """Waits until the peer closes the connection (EOF or reset). Returns (seconds waited,
+    bytes received meanwhile); raises AssertionError when it is still open after `timeout`."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    got = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError("connection still open after %.1fs (received %r)" % (timeout, got[:300]))
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return time.monotonic() - t0, got
+        got += chunk
+
+
+def raw_roundtrip(port, data, source=None, timeout=10.0):
+    """Sends `data` on a new connection and returns its first response (None: closed before
+    any answer). Sending may fail once the server has answered and closed early; that is
+    ignored and the answer read anyway."""
+    with connect(port, source, timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return read_response(s, timeout)
+
+
+def http_request(method, target, headers=(), body=b"", host="127.0.0.1"):
+    """The bytes of one HTTP/1.1 request: request line, Host, `headers` (pairs), a
+    Content-Length when there is a body, the blank line and the body."""
+    lines = ["%s %s HTTP/1.1" % (method, target), "Host: %s" % host]
+    lines += ["%s: %s" % (k, v) for k, v in headers]
+    if body:
+        lines.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def tiny_invoke_request(keep_alive=True):
+    body = json_bytes({"inputs": tiny_rows(1)})
+    headers = [("Content-Type", "application/json")]
+    if not keep_alive:
+        headers.append(("Connection", "close"))
+    return http_request("POST", "/v1/functions/tiny_mlp/invoke", headers, body)
+
+
+def assert_raw_error(resp, status, etype=None, what=""):
+    """A RawResponse that is a typed JSON error with `status` (and type `etype` when given):
+    {"error": {"type", "message", "request_id"}}, X-Request-Id equal to the body's id.
+    Returns the error object."""
+    assert resp is not None, "%s expected %d, the connection was closed without an answer" % (
+        what, status)
+    assert resp.status == status, "%s expected %d%s, got %r" % (
+        what, status, " " + etype if etype else "", resp)
+    ctype = resp.headers.get("content-type", "")
+    assert ctype.startswith("application/json"), "%s error Content-Type %r: %r" % (what, ctype, resp)
+    try:
+        doc = resp.json()
+    except ValueError:
+        raise AssertionError("%s error body is not JSON: %r" % (what, resp)) from None
+    assert isinstance(doc, dict) and isinstance(doc.get("error"), dict), "%s %r" % (what, doc)
+    err = doc["error"]
+    if etype is not None:
+        assert err.get("type") == etype, "%s expected error type %r, got %r" % (what, etype, err)
+    assert isinstance(err.get("type"), str) and err["type"], "%s %r" % (what, err)
+    assert isinstance(err.get("message"), str) and err["message"].strip(), "%s %r" % (what, err)
+    rid = err.get("request_id")
+    assert isinstance(rid, str) and rid, "%s error without request_id: %r" % (what, err)
+    assert resp.headers.get("x-request-id") == rid, "%s X-Request-Id %r != body request_id %r" % (
+        what, resp.headers.get("x-request-id"), rid)
+    return err
+
+
+def assert_retry_after(resp, what=""):
+    ra = resp.headers.get("retry-after") if isinstance(resp, RawResponse) else resp.headers.get("Retry-After")
+    assert ra is not None and ra.strip().isdigit(), "%s without a delta-seconds Retry-After: %r" % (
+        what, resp)
+    return int(ra)
