@@ -16,6 +16,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
   python3-onnx python3-numpy python3-sklearn python3-pytest python3-requests python3-boto3
   python3-jwt python3-cryptography  # JWTs signed by a client we did not write (auth tests)
+  python3-jsonschema  # test_openapi.py validates the document and every answer against its schemas
   nginx-light wrk
   clang libclang-rt-14-dev llvm  # tools/fuzz.sh: libFuzzer + sanitizer runtimes (a Recommends we skip), llvm-symbolizer
   xz-utils python3  # aws-lambda-ric's install unpacks .tar.xz sources and runs node-gyp (python3)

@@ -155,7 +155,7 @@ void Authenticator::Flush() {
     std::lock_guard<std::mutex> l(mu_);
     for (auto& [id, s] : keys_) {
       if (s.pending == 0) continue;
-      by_day[s.day].push_back({id, s.pending, s.last_used});
+      by_day[s.pending_day].push_back({id, s.pending, s.last_used});
       s.pending = 0;
     }
   }
@@ -265,9 +265,6 @@ Decision Authenticator::Function(const std::string& function, const Credentials&
     int64_t now_ms = UnixMillis();
     std::string today = UtcDay(now_ms);
     if (ks.day != today) {
-      if (ks.pending) {
-        // Yesterday's count is flushed with yesterday's date by the next Flush; keep it apart.
-      }
       ks.day = today;
       ks.used_today = 0;
     }
@@ -303,7 +300,7 @@ Decision Authenticator::Function(const std::string& function, const Credentials&
     if (!claims.ok()) return Unauthorized("the token is not accepted: " + claims.status().message(), true);
     d.principal = "jwt:" + claims->subject;
   }
-  std::lock_guard<std::mutex> l(mu_);
+  std::unique_lock<std::mutex> l(mu_);
   auto fb = function_buckets_.find(function);
   if (fb != function_buckets_.end()) {
     RateInfo info;
@@ -322,6 +319,15 @@ Decision Authenticator::Function(const std::string& function, const Credentials&
   if (!key_id.empty()) {
     auto it = keys_.find(key_id);
     if (it != keys_.end()) {
+      if (it->second.pending > 0 && it->second.pending_day != it->second.day) {
+        // A new UTC day began with yesterday's count unwritten: write it under its own day.
+        l.unlock();
+        Flush();
+        l.lock();
+        it = keys_.find(key_id);
+        if (it == keys_.end()) return d;
+      }
+      it->second.pending_day = it->second.day;
       it->second.used_today++;
       it->second.pending++;
       it->second.last_used = UnixMillis();

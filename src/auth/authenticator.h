@@ -28,9 +28,8 @@ namespace pilotlight::auth {
 
 // What a request presented, copied out of its headers.
 struct Credentials {
-  std::string api_key;        // X-Api-Key
-  std::string bearer;         // Authorization: Bearer ...
-  bool other_scheme = false;  // an Authorization header of another scheme (Basic, ...)
+  std::string api_key;  // X-Api-Key
+  std::string bearer;   // Authorization: Bearer ...
 };
 
 // What a function requires. `mode`: none | api_key | jwt.
@@ -103,7 +102,8 @@ class Authenticator {
     ApiKey key;
     std::string day;  // UTC day of used_today
     int64_t used_today = 0;
-    int64_t pending = 0;  // requests not yet written to the store
+    int64_t pending = 0;      // requests not yet written to the store...
+    std::string pending_day;  // ...counted on this UTC day
     int64_t last_used = 0;
     std::unique_ptr<TokenBucket> bucket;
   };

@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <ctime>
 #include <filesystem>
 
@@ -84,6 +87,19 @@ std::optional<std::string> KeyId(std::string_view key) {
 
 std::string KeyHash(std::string_view key) { return Sha256Hex(key); }
 
+nlohmann::json KeyRecordJson(const ApiKey& k) {
+  auto time = [](int64_t ms) { return ms ? nlohmann::json(Rfc3339(ms)) : nlohmann::json(); };
+  return {{"id", k.id},
+          {"prefix", "pl_" + k.id + "_"},
+          {"plan", k.plan},
+          {"functions", k.functions},
+          {"description", k.description},
+          {"created_at", Rfc3339(k.created_at)},
+          {"last_used_at", time(k.last_used_at)},
+          {"revoked_at", time(k.revoked_at)},
+          {"used_today", k.used_today}};
+}
+
 std::string UtcDay(int64_t unix_ms) {
   std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
   std::tm tm{};
@@ -95,6 +111,8 @@ StatusOr<std::unique_ptr<KeyStore>> KeyStore::Open(const std::string& path) {
   std::error_code ec;
   auto dir = std::filesystem::path(path).parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  // Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same mode.
+  if (int fd = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600); fd >= 0) ::close(fd);
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
       SQLITE_OK) {

@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/status.h"
 
 struct sqlite3;
@@ -44,6 +46,8 @@ struct CreatedKey {
 std::optional<std::string> KeyId(std::string_view key);
 // SHA-256 of `key`, lower-case hex.
 std::string KeyHash(std::string_view key);
+// A key's record for people and APIs (`keys list --json`, GET /admin/keys): never the key.
+nlohmann::json KeyRecordJson(const ApiKey& k);
 // "2026-11-23" for a unix-ms time (UTC).
 std::string UtcDay(int64_t unix_ms);
 

@@ -372,14 +372,7 @@ int Keys(const std::string& action, const std::string& config_path, const std::s
   if (as_json) {
     nlohmann::json a = nlohmann::json::array();
     for (const auto& k : *list) {
-      a.push_back({{"id", k.id},
-                   {"plan", k.plan},
-                   {"functions", k.functions},
-                   {"description", k.description},
-                   {"created_at", Rfc3339(k.created_at)},
-                   {"last_used_at", k.last_used_at ? nlohmann::json(Rfc3339(k.last_used_at)) : nlohmann::json()},
-                   {"revoked_at", k.revoked_at ? nlohmann::json(Rfc3339(k.revoked_at)) : nlohmann::json()},
-                   {"used_today", k.used_today}});
+      a.push_back(auth::KeyRecordJson(k));
     }
     std::printf("%s\n", nlohmann::json({{"keys", a}}).dump(2).c_str());
     return 0;

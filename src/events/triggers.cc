@@ -28,6 +28,15 @@ using nlohmann::json;
 
 namespace {
 
+// Equality of two secrets in time that depends only on their lengths.
+bool SameSecret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i % std::max<size_t>(1, b.size())]);
+  }
+  return diff == 0 && !b.empty();
+}
+
 bool EndsWith(const std::string& s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -409,7 +418,7 @@ StatusOr<int> Triggers::OnS3Notification(std::string_view body, const std::strin
       std::string want = src->prefix.empty() ? "" : src->prefix + "/";
       if (ref.key.rfind(want, 0) != 0) continue;
       matched_any = true;
-      if (!src->spec.token.empty() && src->spec.token != token) continue;
+      if (!src->spec.token.empty() && !SameSecret(src->spec.token, token)) continue;
       authorised_any = true;
       std::string rel = ref.key.substr(want.size());
       if (rel.empty() || !Eligible(rel) || !store::ValidateKey(rel).ok()) continue;

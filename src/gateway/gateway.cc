@@ -336,8 +336,6 @@ void Gateway::Handle(Request&& req, Done done) {
         std::string_view t = v.substr(7);
         while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
         call->creds.bearer = std::string(t);
-      } else {
-        call->creds.other_scheme = true;
       }
     } else if (IEquals(k, "Origin")) {
       origin = v;
@@ -433,7 +431,11 @@ void Gateway::Handle(Request&& req, Done done) {
                            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(cors->max_age).count()));
     return call->Finish();
   }
-  if (cors && !origin.empty() && OriginAllowed(*cors, origin)) AddCorsHeaders(*cors, origin, call->response);
+  if (cors && !origin.empty() && OriginAllowed(*cors, origin)) {
+    AddCorsHeaders(*cors, origin, call->response);
+  } else if (cors) {
+    call->response.headers.emplace_back("Vary", "Origin");  // caches must not reuse this for other origins
+  }
   if (req.method == "OPTIONS" && route) {
     call->response.headers.emplace_back("Allow", allow);
     return call->Fail(405, "method_not_allowed",
@@ -583,8 +585,7 @@ void Gateway::ApplyRefusal(const std::shared_ptr<Call>& call, const auth::Decisi
                    e.http_status == 401   ? "UnrecognizedClientException"
                    : e.http_status == 403 ? "AccessDeniedException"
                                           : "TooManyRequestsException",
-                   d.status.message());
-    if (e.http_status == 429) r.headers.emplace_back("Retry-After", "1");
+                   d.status.message());  // adds Retry-After for 429 (set below)
   } else {
     SetError(r, e.http_status, d.error_type.empty() ? e.type : d.error_type, d.status.message(), call->request_id);
   }
@@ -1272,10 +1273,10 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
     res.log.function = fn.substr(0, 128);
     return fail(404, "ResourceNotFoundException", "Function not found: " + FunctionArn(fn.substr(0, 128)));
   }
-  auto* pool = scheduler_->Find(fn);
   res.log.function = fn.substr(0, 128);
+  if (!Authorize(call, fn, true)) return;  // first: an unknown name tells an anonymous caller nothing
+  auto* pool = scheduler_->Find(fn);
   if (!pool) return fail(404, "ResourceNotFoundException", "Function not found: " + FunctionArn(fn));
-  if (!Authorize(call, fn, true)) return;
   res.function_metrics = pool->metrics();
   bool latest = qualifier.empty() || qualifier == "$LATEST";
   if (pool->IsProcess() && !latest) {
@@ -1402,6 +1403,7 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
 
 void Gateway::InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style) {
   Response& res = call->response;
+  if (!Authorize(call, function, lambda_style)) return;  // before the lookup, as in Route()
   auto* pool = scheduler_->Find(function);
   res.log.function = function.substr(0, 128);
   if (!pool) {
@@ -1411,7 +1413,6 @@ void Gateway::InvokeAsync(std::shared_ptr<Call> call, const std::string& functio
     }
     return call->Fail(404, "not_found", fmt::format("function '{}' does not exist", function));
   }
-  if (!Authorize(call, function, lambda_style)) return;
   res.function_metrics = pool->metrics();
   if (!async_) {
     return call->Fail(503, "not_ready", "asynchronous invocations are not enabled in this server");
@@ -1537,8 +1538,8 @@ void Gateway::V2(std::shared_ptr<Call> call, const Request& req, RouteKind kind,
     if (!ValidName(version)) return call->Fail(404, "not_found", "no such model version");
     auto pinned = scheduler_->FindVersion(model, version);
     if (!pinned.ok()) {
-      return call->Fail(404, "not_found",
-                        fmt::format("model '{}' has no version '{}': {}", model, version, pinned.status().message()));
+      // Not the store's reason: it names the store's location.
+      return call->Fail(404, "not_found", fmt::format("model '{}' has no version '{}'", model, version));
     }
     pool = *pinned;
   }
@@ -1601,21 +1602,6 @@ void Gateway::V2(std::shared_ptr<Call> call, const Request& req, RouteKind kind,
 
 // ---- admin: API keys -------------------------------------------------------------------------
 
-namespace {
-nlohmann::json KeyJson(const auth::ApiKey& k) {
-  nlohmann::json j = {{"id", k.id},
-                      {"prefix", "pl_" + k.id + "_"},
-                      {"plan", k.plan},
-                      {"functions", k.functions},
-                      {"description", k.description},
-                      {"created_at", Rfc3339(k.created_at)},
-                      {"last_used_at", k.last_used_at ? nlohmann::json(Rfc3339(k.last_used_at)) : nlohmann::json()},
-                      {"revoked_at", k.revoked_at ? nlohmann::json(Rfc3339(k.revoked_at)) : nlohmann::json()},
-                      {"used_today", k.used_today}};
-  return j;
-}
-}  // namespace
-
 void Gateway::KeysApi(std::shared_ptr<Call> call, RouteKind kind, const std::string& id) {
   Response& r = call->response;
   auto dump = [](const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
@@ -1623,14 +1609,14 @@ void Gateway::KeysApi(std::shared_ptr<Call> call, RouteKind kind, const std::str
     auto keys = auth_->ListKeys();
     if (!keys.ok()) return call->Fail(keys.status());
     nlohmann::json a = nlohmann::json::array();
-    for (const auto& k : *keys) a.push_back(KeyJson(k));
+    for (const auto& k : *keys) a.push_back(auth::KeyRecordJson(k));
     r.body = dump({{"keys", a}});
     return call->Finish();
   }
   if (kind == RouteKind::kKeysRevoke) {
     auto k = auth_->RevokeKey(id);
     if (!k.ok()) return call->Fail(k.status());
-    r.body = dump(KeyJson(*k));
+    r.body = dump(auth::KeyRecordJson(*k));
     return call->Finish();
   }
   auto j = nlohmann::json::parse(call->body, nullptr, false);
@@ -1653,7 +1639,7 @@ void Gateway::KeysApi(std::shared_ptr<Call> call, RouteKind kind, const std::str
       j.contains("description") && j["description"].is_string() ? j["description"].get<std::string>() : "";
   auto k = auth_->CreateKey(j["plan"].get<std::string>(), functions, description.substr(0, 256));
   if (!k.ok()) return call->Fail(k.status());
-  nlohmann::json out = KeyJson(k->record);
+  nlohmann::json out = auth::KeyRecordJson(k->record);
   out["key"] = k->key;
   r.status = 201;
   r.body = dump(out);

@@ -275,6 +275,9 @@ class Session : public std::enable_shared_from_this<Session> {
         }
       } else if (f.name() == bhttp::field::content_length) {
         ++cl;
+        if (f.value().empty() || f.value().find_first_not_of("0123456789") != beast::string_view::npos) {
+          return Refuse(400, "bad_request", "Content-Length must be one decimal number");
+        }
       } else if (f.name() == bhttp::field::host) {
         ++host;
         if (f.value().find_first_of(" \t") != beast::string_view::npos) {

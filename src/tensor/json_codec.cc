@@ -55,6 +55,10 @@ bool StoreInt(element v, uint8_t* dst) {
   return true;
 }
 
+// The least double that rounds to infinity as a float (FLT_MAX plus half an ulp): comparing with
+// FLT_MAX itself would refuse 3.4028235e+38, the shortest form the encoders print FLT_MAX in.
+constexpr double kFloatOverflow = 0x1.ffffffp+127;
+
 class Decoder {
  public:
   Decoder(const TensorSpec& spec, const DecodeLimits& limits) : spec_(spec), limits_(limits) {}
@@ -137,81 +141,7 @@ class Decoder {
   }
 
   Status Store(element v) {
-    element_type type = v.type();
-    bool ok = false;
-    switch (spec_.dtype) {
-      case DType::kFloat32:
-      case DType::kFloat64: {
-        double d;
-        if (type == element_type::DOUBLE)
-          d = v.get_double().value_unsafe();
-        else if (type == element_type::INT64)
-          d = static_cast<double>(v.get_int64().value_unsafe());
-        else if (type == element_type::UINT64)
-          d = static_cast<double>(v.get_uint64().value_unsafe());
-        else
-          break;
-        if (spec_.dtype == DType::kFloat32) {
-          if (std::fabs(d) > std::numeric_limits<float>::max()) {
-            return InvalidArgumentError(
-                fmt::format("input '{}' element {} is out of range for float32", spec_.name, index_));
-          }
-          float f = static_cast<float>(d);
-          std::memcpy(dst_, &f, 4);
-        } else {
-          std::memcpy(dst_, &d, 8);
-        }
-        ok = true;
-        break;
-      }
-      case DType::kBool:
-        if (type == element_type::BOOL) {
-          *dst_ = v.get_bool().value_unsafe() ? 1 : 0;
-          ok = true;
-        }
-        break;
-      default:
-        if (type == element_type::INT64 || type == element_type::UINT64) {
-          switch (spec_.dtype) {
-            case DType::kInt8:
-              ok = StoreInt<int8_t>(v, dst_);
-              break;
-            case DType::kUint8:
-              ok = StoreInt<uint8_t>(v, dst_);
-              break;
-            case DType::kInt16:
-              ok = StoreInt<int16_t>(v, dst_);
-              break;
-            case DType::kUint16:
-              ok = StoreInt<uint16_t>(v, dst_);
-              break;
-            case DType::kInt32:
-              ok = StoreInt<int32_t>(v, dst_);
-              break;
-            case DType::kUint32:
-              ok = StoreInt<uint32_t>(v, dst_);
-              break;
-            case DType::kInt64:
-              ok = StoreInt<int64_t>(v, dst_);
-              break;
-            case DType::kUint64:
-              ok = StoreInt<uint64_t>(v, dst_);
-              break;
-            default:
-              break;
-          }
-          if (!ok) {
-            return InvalidArgumentError(fmt::format("input '{}' element {} is out of range for {}", spec_.name, index_,
-                                                    DTypeName(spec_.dtype)));
-          }
-        }
-        break;
-    }
-    if (!ok) {
-      const char* want = spec_.dtype == DType::kBool ? "true/false" : IsFloat(spec_.dtype) ? "numbers" : "integers";
-      return InvalidArgumentError(fmt::format("input '{}' is {} and takes {}; element {} is {}", spec_.name,
-                                              DTypeName(spec_.dtype), want, index_, TypeName(type)));
-    }
+    PL_RETURN_IF_ERROR(StoreJsonScalar(v, spec_.dtype, dst_, spec_.name, index_, DTypeName(spec_.dtype)));
     dst_ += elem_size_;
     ++index_;
     return OkStatus();
@@ -282,6 +212,87 @@ void EncodeTyped(const Tensor& t, std::string& out) {
 }
 
 }  // namespace
+
+std::string JsonTypeName(element_type t) { return TypeName(t); }
+
+Status StoreJsonScalar(element v, DType dtype, uint8_t* dst, std::string_view input, int64_t index,
+                       std::string_view dtype_name) {
+  element_type type = v.type();
+  bool ok = false;
+  switch (dtype) {
+    case DType::kFloat32:
+    case DType::kFloat64: {
+      double d;
+      if (type == element_type::DOUBLE)
+        d = v.get_double().value_unsafe();
+      else if (type == element_type::INT64)
+        d = static_cast<double>(v.get_int64().value_unsafe());
+      else if (type == element_type::UINT64)
+        d = static_cast<double>(v.get_uint64().value_unsafe());
+      else
+        break;
+      if (dtype == DType::kFloat32) {
+        if (std::fabs(d) >= kFloatOverflow) {
+          return InvalidArgumentError(fmt::format("input '{}' element {} is out of range for float32", input, index));
+        }
+        float f = static_cast<float>(d);
+        std::memcpy(dst, &f, 4);
+      } else {
+        std::memcpy(dst, &d, 8);
+      }
+      ok = true;
+      break;
+    }
+    case DType::kBool:
+      if (type == element_type::BOOL) {
+        *dst = v.get_bool().value_unsafe() ? 1 : 0;
+        ok = true;
+      }
+      break;
+    default:
+      if (type == element_type::INT64 || type == element_type::UINT64) {
+        switch (dtype) {
+          case DType::kInt8:
+            ok = StoreInt<int8_t>(v, dst);
+            break;
+          case DType::kUint8:
+            ok = StoreInt<uint8_t>(v, dst);
+            break;
+          case DType::kInt16:
+            ok = StoreInt<int16_t>(v, dst);
+            break;
+          case DType::kUint16:
+            ok = StoreInt<uint16_t>(v, dst);
+            break;
+          case DType::kInt32:
+            ok = StoreInt<int32_t>(v, dst);
+            break;
+          case DType::kUint32:
+            ok = StoreInt<uint32_t>(v, dst);
+            break;
+          case DType::kInt64:
+            ok = StoreInt<int64_t>(v, dst);
+            break;
+          case DType::kUint64:
+            ok = StoreInt<uint64_t>(v, dst);
+            break;
+          default:
+            break;
+        }
+        if (!ok) {
+          return InvalidArgumentError(
+              fmt::format("input '{}' element {} is out of range for {}", input, index, dtype_name));
+        }
+      }
+      break;
+  }
+  if (!ok) {
+    const char* want = dtype == DType::kBool ? "true/false" : IsFloat(dtype) ? "numbers" : "integers";
+    return InvalidArgumentError(
+        fmt::format("input '{}' is {} and takes {}; element {} is {}", input, dtype_name, want, index, TypeName(type)));
+  }
+  return OkStatus();
+}
 
 StatusOr<Tensor> DecodeJsonTensor(element value, const TensorSpec& spec, const DecodeLimits& limits) {
   return Decoder(spec, limits).Run(value);

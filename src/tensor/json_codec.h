@@ -28,4 +28,13 @@ StatusOr<Tensor> DecodeJsonTensor(simdjson::dom::element value, const TensorSpec
 
 void EncodeJsonTensor(const Tensor& t, std::string& out);
 
+// Shared by the JSON codecs (seeds' and v2): one JSON scalar stored as an element of `dtype` at
+// `dst` — numbers for floats (float32 range-checked), integers for int types (range-checked,
+// never wrapped), true/false for bool. Errors name `input`, the element `index` and the dtype as
+// `dtype_name` (ONNX's "float32" or v2's "FP32").
+Status StoreJsonScalar(simdjson::dom::element v, DType dtype, uint8_t* dst, std::string_view input, int64_t index,
+                       std::string_view dtype_name);
+// "an integer", "a string", ... for messages.
+std::string JsonTypeName(simdjson::dom::element_type t);
+
 }  // namespace pilotlight::tensor

@@ -24,10 +24,6 @@ using simdjson::dom::object;
 // Binary tensors are memcpy'd between the wire (little-endian) and Tensor::data (native).
 static_assert(std::endian::native == std::endian::little, "the v2 binary tensor extension is little-endian");
 
-// The least double that rounds to infinity as a float (FLT_MAX plus half an ulp). Comparing with
-// FLT_MAX itself would refuse 3.4028235e+38, the shortest form our encoders print FLT_MAX in.
-constexpr double kFloatOverflow = 0x1.ffffffp+127;
-
 constexpr std::pair<DType, std::string_view> kDatatypes[] = {
     {DType::kBool, "BOOL"},     {DType::kUint8, "UINT8"},  {DType::kUint16, "UINT16"}, {DType::kUint32, "UINT32"},
     {DType::kUint64, "UINT64"}, {DType::kInt8, "INT8"},    {DType::kInt16, "INT16"},   {DType::kInt32, "INT32"},
@@ -37,27 +33,6 @@ constexpr std::pair<DType, std::string_view> kDatatypes[] = {
 // Valid v2 datatypes with no DType of ours: recognised so the refusal says "not supported"
 // rather than "unknown".
 constexpr std::string_view kUnsupportedDatatypes[] = {"FP16", "BF16", "BYTES"};
-
-std::string TypeName(element_type t) {
-  switch (t) {
-    case element_type::ARRAY:
-      return "an array";
-    case element_type::OBJECT:
-      return "an object";
-    case element_type::INT64:
-    case element_type::UINT64:
-      return "an integer";
-    case element_type::DOUBLE:
-      return "a non-integer number";
-    case element_type::STRING:
-      return "a string";
-    case element_type::BOOL:
-      return "a boolean";
-    case element_type::NULL_VALUE:
-      return "null";
-  }
-  return "a value";
-}
 
 std::string SpecNames(const std::vector<TensorSpec>& specs) {
   std::string names;
@@ -92,26 +67,6 @@ StatusOr<element> ParseJson(std::string_view json, size_t max_depth) {
     return InvalidArgumentError(fmt::format("the request body is not valid JSON: {}", simdjson::error_message(err)));
   }
   return root;
-}
-
-template <typename T>
-bool StoreInt(element v, uint8_t* dst) {
-  T out;
-  if (v.type() == element_type::INT64) {
-    int64_t x = v.get_int64().value_unsafe();
-    if constexpr (std::is_unsigned_v<T>) {
-      if (x < 0 || static_cast<uint64_t>(x) > std::numeric_limits<T>::max()) return false;
-    } else {
-      if (x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max()) return false;
-    }
-    out = static_cast<T>(x);
-  } else {  // UINT64: only values above INT64_MAX arrive here
-    uint64_t x = v.get_uint64().value_unsafe();
-    if constexpr (!std::is_same_v<T, uint64_t>) return false;
-    out = static_cast<T>(x);
-  }
-  std::memcpy(dst, &out, sizeof(T));
-  return true;
 }
 
 // The number of scalars under `v`, nested arrays flattened.
@@ -175,7 +130,7 @@ class InputDecoder {
       }
       if (d.type() != element_type::INT64) {
         return InvalidArgumentError(fmt::format("input '{}' shape must hold integers; dimension {} is {}", spec_.name,
-                                                axis, TypeName(d.type())));
+                                                axis, JsonTypeName(d.type())));
       }
       int64_t n = d.get_int64().value_unsafe();
       if (n < 0) {
@@ -202,7 +157,7 @@ class InputDecoder {
   StatusOr<Tensor> FromJson(element data) {
     if (data.type() != element_type::ARRAY) {
       return InvalidArgumentError(
-          fmt::format("input '{}' \"data\" must be an array, got {}", spec_.name, TypeName(data.type())));
+          fmt::format("input '{}' \"data\" must be an array, got {}", spec_.name, JsonTypeName(data.type())));
     }
     int64_t values = CountLeaves(data);
     if (values != count_) {
@@ -256,81 +211,7 @@ class InputDecoder {
   }
 
   Status Store(element v) {
-    element_type type = v.type();
-    bool ok = false;
-    switch (spec_.dtype) {
-      case DType::kFloat32:
-      case DType::kFloat64: {
-        double d;
-        if (type == element_type::DOUBLE)
-          d = v.get_double().value_unsafe();
-        else if (type == element_type::INT64)
-          d = static_cast<double>(v.get_int64().value_unsafe());
-        else if (type == element_type::UINT64)
-          d = static_cast<double>(v.get_uint64().value_unsafe());
-        else
-          break;
-        if (spec_.dtype == DType::kFloat32) {
-          if (std::fabs(d) >= kFloatOverflow) {
-            return InvalidArgumentError(
-                fmt::format("input '{}' element {} is out of range for FP32", spec_.name, index_));
-          }
-          float f = static_cast<float>(d);
-          std::memcpy(dst_, &f, 4);
-        } else {
-          std::memcpy(dst_, &d, 8);
-        }
-        ok = true;
-        break;
-      }
-      case DType::kBool:
-        if (type == element_type::BOOL) {
-          *dst_ = v.get_bool().value_unsafe() ? 1 : 0;
-          ok = true;
-        }
-        break;
-      default:
-        if (type == element_type::INT64 || type == element_type::UINT64) {
-          switch (spec_.dtype) {
-            case DType::kInt8:
-              ok = StoreInt<int8_t>(v, dst_);
-              break;
-            case DType::kUint8:
-              ok = StoreInt<uint8_t>(v, dst_);
-              break;
-            case DType::kInt16:
-              ok = StoreInt<int16_t>(v, dst_);
-              break;
-            case DType::kUint16:
-              ok = StoreInt<uint16_t>(v, dst_);
-              break;
-            case DType::kInt32:
-              ok = StoreInt<int32_t>(v, dst_);
-              break;
-            case DType::kUint32:
-              ok = StoreInt<uint32_t>(v, dst_);
-              break;
-            case DType::kInt64:
-              ok = StoreInt<int64_t>(v, dst_);
-              break;
-            case DType::kUint64:
-              ok = StoreInt<uint64_t>(v, dst_);
-              break;
-            default:
-              break;
-          }
-          if (!ok) {
-            return InvalidArgumentError(fmt::format("input '{}' element {} is out of range for {}", spec_.name, index_,
-                                                    DatatypeName(spec_.dtype)));
-          }
-        }
-        break;
-    }
-    if (!ok) {
-      const char* want = spec_.dtype == DType::kBool ? "true/false" : IsFloat(spec_.dtype) ? "numbers" : "integers";
-      return InvalidArgumentError(fmt::format("input '{}' is {} and takes {}; element {} is {}", spec_.name,
-                                              DatatypeName(spec_.dtype), want, index_, TypeName(type)));
-    }
+    PL_RETURN_IF_ERROR(StoreJsonScalar(v, spec_.dtype, dst_, spec_.name, index_, DatatypeName(spec_.dtype)));
     dst_ += DTypeSize(spec_.dtype);
     ++index_;
     return OkStatus();
@@ -353,28 +234,28 @@ class RequestDecoder {
   StatusOr<InferRequest> Run(element root) {
     object top;
     if (root.get_object().get(top) != simdjson::SUCCESS) {
-      return InvalidArgumentError(fmt::format("the request must be a JSON object, got {}", TypeName(root.type())));
+      return InvalidArgumentError(fmt::format("the request must be a JSON object, got {}", JsonTypeName(root.type())));
     }
     InferRequest req;
     element v;
     if (top.at_key("id").get(v) == simdjson::SUCCESS) {
       std::string_view id;
       if (v.get_string().get(id) != simdjson::SUCCESS) {
-        return InvalidArgumentError(fmt::format("\"id\" must be a string, got {}", TypeName(v.type())));
+        return InvalidArgumentError(fmt::format("\"id\" must be a string, got {}", JsonTypeName(v.type())));
       }
       req.id = id;
     }
     if (top.at_key("parameters").get(v) == simdjson::SUCCESS) {
       object params;
       if (v.get_object().get(params) != simdjson::SUCCESS) {
-        return InvalidArgumentError(fmt::format("\"parameters\" must be an object, got {}", TypeName(v.type())));
+        return InvalidArgumentError(fmt::format("\"parameters\" must be an object, got {}", JsonTypeName(v.type())));
       }
       req.parameters_json = simdjson::to_string(v);
       element b;
       if (params.at_key("binary_data_output").get(b) == simdjson::SUCCESS) {
         if (b.get_bool().get(req.binary_data_output) != simdjson::SUCCESS) {
           return InvalidArgumentError(
-              fmt::format("parameters.binary_data_output must be true or false, got {}", TypeName(b.type())));
+              fmt::format("parameters.binary_data_output must be true or false, got {}", JsonTypeName(b.type())));
         }
       }
     }
@@ -412,7 +293,8 @@ class RequestDecoder {
     std::string_view name;
     element v;
     if (in.get_object().get(obj) != simdjson::SUCCESS) {
-      return InvalidArgumentError(fmt::format("inputs[{}] must be an object, got {}", position, TypeName(in.type())));
+      return InvalidArgumentError(
+          fmt::format("inputs[{}] must be an object, got {}", position, JsonTypeName(in.type())));
     }
     if (obj.at_key("name").get(v) != simdjson::SUCCESS || v.get_string().get(name) != simdjson::SUCCESS) {
       return InvalidArgumentError(fmt::format("inputs[{}] needs a \"name\" string", position));
@@ -472,7 +354,7 @@ class RequestDecoder {
     object obj;
     if (params.get_object().get(obj) != simdjson::SUCCESS) {
       return InvalidArgumentError(
-          fmt::format("input '{}' \"parameters\" must be an object, got {}", input, TypeName(params.type())));
+          fmt::format("input '{}' \"parameters\" must be an object, got {}", input, JsonTypeName(params.type())));
     }
     element v;
     if (obj.at_key("shared_memory_region").get(v) == simdjson::SUCCESS) {
@@ -484,7 +366,7 @@ class RequestDecoder {
     if (v.type() != element_type::INT64 || v.get_int64().value_unsafe() < 0) {
       return InvalidArgumentError(fmt::format(
           "input '{}' parameters.binary_data_size must be a non-negative integer, got {}", input,
-          v.type() == element_type::INT64 ? std::to_string(v.get_int64().value_unsafe()) : TypeName(v.type())));
+          v.type() == element_type::INT64 ? std::to_string(v.get_int64().value_unsafe()) : JsonTypeName(v.type())));
     }
     return std::optional<uint64_t>(static_cast<uint64_t>(v.get_int64().value_unsafe()));
   }
@@ -493,7 +375,7 @@ class RequestDecoder {
   static StatusOr<std::vector<RequestedOutput>> DecodeOutputs(element v) {
     array arr;
     if (v.get_array().get(arr) != simdjson::SUCCESS) {
-      return InvalidArgumentError(fmt::format("\"outputs\" must be an array, got {}", TypeName(v.type())));
+      return InvalidArgumentError(fmt::format("\"outputs\" must be an array, got {}", JsonTypeName(v.type())));
     }
     std::vector<RequestedOutput> out;
     size_t position = 0;
@@ -510,14 +392,14 @@ class RequestDecoder {
         object params;
         if (e.get_object().get(params) != simdjson::SUCCESS) {
           return InvalidArgumentError(
-              fmt::format("output '{}' \"parameters\" must be an object, got {}", name, TypeName(e.type())));
+              fmt::format("output '{}' \"parameters\" must be an object, got {}", name, JsonTypeName(e.type())));
         }
         element b;
         if (params.at_key("binary_data").get(b) == simdjson::SUCCESS) {
           bool binary;
           if (b.get_bool().get(binary) != simdjson::SUCCESS) {
             return InvalidArgumentError(fmt::format("output '{}' parameters.binary_data must be true or false, got {}",
-                                                    name, TypeName(b.type())));
+                                                    name, JsonTypeName(b.type())));
           }
           r.binary = binary;
         }

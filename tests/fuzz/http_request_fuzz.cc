@@ -16,6 +16,9 @@
 //         "!gone" and "!error ..." bodies make it fail the way workers fail. Also /hook.
 // A model run whose first element is 7777, 8888 or 9999 fails (Internal, DeadlineExceeded,
 // InvalidArgument). Every other name reaches the store (auto functions) and is not found.
+// A real auth::Authenticator guards the routes: the admin API takes `Authorization: Bearer
+// fuzz-admin-token-0123456789abcdef`, and `two` requires a JWT (HS256, key "fuzz" in a JWKS
+// file; corpus/http_request/jwt_* carry a valid token that expires in 2100).
 //
 // Properties: Handle calls `done` exactly once (within 8 s: requests queue for at most the
 // pool's queue_timeout), with a final HTTP status; a JSON error response is valid JSON; a HEAD
@@ -46,6 +49,7 @@
 #include <nlohmann/json.hpp>
 #include <simdjson.h>
 
+#include "auth/authenticator.h"
 #include "common/ids.h"
 #include "common/logging.h"
 #include "common/thread_pool.h"
@@ -192,6 +196,7 @@ struct World {
   FakeProcessRuntime process;
   metrics::Registry metrics;
   std::unique_ptr<scheduler::Scheduler> scheduler;
+  std::unique_ptr<auth::Authenticator> auth;
   std::unique_ptr<gateway::Gateway> gateway;
   http::HttpOptions http;
 
@@ -232,11 +237,26 @@ struct World {
     gopts.max_batch_items = 16;
     gopts.routes = {{"/predict", "one"}, {"/hook", "echo"}};
     gateway = std::make_unique<gateway::Gateway>(gopts, scheduler.get(), &metrics);
+
+    // The JWKS holds one HS256 key: the 32 bytes "pilotlight-fuzz-hs256-secret-key" (base64url).
+    std::ofstream((dir / "jwks.json").string())
+        << R"({"keys": [{"kty": "oct", "kid": "fuzz", "alg": "HS256", )"
+        << R"("k": "cGlsb3RsaWdodC1mdXp6LWhzMjU2LXNlY3JldC1rZXk"}]})";
+    auth::Authenticator::Options aopts;
+    aopts.admin_token = "fuzz-admin-token-0123456789abcdef";
+    aopts.key_db = (dir / "auth.db").string();
+    aopts.jwt = auth::JwtConfig{.jwks = (dir / "jwks.json").string()};
+    aopts.policies["two"].mode = "jwt";
+    auto authenticator = auth::Authenticator::Create(aopts);
+    FUZZ_CHECK(authenticator.ok(), "cannot create the authenticator: " + authenticator.status().ToString());
+    auth = std::move(authenticator).value();
+    gateway->SetAuth(auth.get());
     scheduler->Start();
   }
 
   ~World() {
     gateway.reset();
+    auth.reset();
     scheduler.reset();  // joins its threads before the runtimes and the store go
     store.reset();
     std::error_code ec;
