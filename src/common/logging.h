@@ -45,7 +45,8 @@ class LogLine {
   std::string out_;
 };
 
-// Escapes a string for inclusion inside a JSON string literal (no quotes added).
+// Escapes a string for inclusion inside a JSON string literal (no quotes added). Bytes that are
+// not well-formed UTF-8 become \ufffd, so the result is always valid JSON text.
 std::string JsonEscape(std::string_view s);
 
 }  // namespace pilotlight

@@ -53,7 +53,7 @@ bool Eligible(const std::string& name) {
 struct Row {
   json value;
   bool named = false;
-  std::string error;
+  std::string error{};
 };
 
 Row Bad(std::string why) { return Row{json(), false, std::move(why)}; }

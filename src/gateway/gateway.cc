@@ -78,6 +78,13 @@ bool SameSpecs(const std::vector<tensor::TensorSpec>& a, const std::vector<tenso
   return true;
 }
 
+// Member `key` of a JSON object a function's worker wrote, or `fallback` when absent or not a
+// string: worker output is untrusted, and json::value() throws on a member of another type.
+std::string StringMember(const nlohmann::json& doc, const char* key, const std::string& fallback) {
+  auto it = doc.is_object() ? doc.find(key) : doc.end();
+  return it != doc.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
 std::string InputNames(const std::vector<tensor::TensorSpec>& specs) {
   std::string names;
   for (const auto& s : specs) names += (names.empty() ? "" : ", ") + s.name;
@@ -1128,8 +1135,8 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
       auto doc = json::parse(r->payload, nullptr, false);
       std::string type = r->error_type, message = r->payload;
       if (doc.is_object()) {
-        message = doc.value("errorMessage", r->payload);
-        if (doc.contains("errorType") && doc["errorType"].is_string()) type = doc["errorType"].get<std::string>();
+        message = StringMember(doc, "errorMessage", r->payload);
+        type = StringMember(doc, "errorType", type);
       }
       res.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
       return c->Fail(502, "function_error", (type.empty() ? "" : type + ": ") + message);
@@ -1181,7 +1188,11 @@ void Gateway::ProcessHttp(std::shared_ptr<Call> call, scheduler::FunctionPool* p
     }
     std::string body =
         doc.contains("body") ? (doc["body"].is_string() ? doc["body"].get<std::string>() : doc["body"].dump()) : "";
-    if (doc.value("isBase64Encoded", false)) {
+    auto base64 = doc.find("isBase64Encoded");
+    if (base64 != doc.end() && !base64->is_boolean()) {
+      return c->Fail(502, "function_error", "the handler's isBase64Encoded is not true or false");
+    }
+    if (base64 != doc.end() && base64->get<bool>()) {
       auto decoded = Base64Decode(body);
       if (!decoded)
         return c->Fail(502, "function_error", "the handler's body is marked isBase64Encoded but is not base64");
@@ -1710,8 +1721,10 @@ void Gateway::RunAsyncEvent(const events::Event& e, std::function<void(StatusOr<
       if (r->function_error) {
         c->response.headers.emplace_back("X-Amz-Function-Error", "Unhandled");
         auto doc = nlohmann::json::parse(r->payload, nullptr, false);
-        std::string msg =
-            doc.is_object() ? doc.value("errorType", r->error_type) + ": " + doc.value("errorMessage", "") : r->payload;
+        std::string msg = r->payload;
+        if (doc.is_object()) {
+          msg = StringMember(doc, "errorType", r->error_type) + ": " + StringMember(doc, "errorMessage", "");
+        }
         return c->Fail(502, "function_error", msg);
       }
       c->response.body = std::move(r->payload);

@@ -7,11 +7,10 @@
 #include <cstdlib>
 #include <string>
 
-#define FUZZ_CHECK(cond, msg)                                                                          \
-  do {                                                                                                 \
-    if (!(cond)) {                                                                                     \
-      std::fprintf(stderr, "%s:%d: FUZZ_CHECK(%s) failed: %s\n", __FILE__, __LINE__, #cond,            \
-                   std::string(msg).c_str());                                                          \
-      std::abort();                                                                                    \
-    }                                                                                                  \
+#define FUZZ_CHECK(cond, msg)                                                                                          \
+  do {                                                                                                                 \
+    if (!(cond)) {                                                                                                     \
+      std::fprintf(stderr, "%s:%d: FUZZ_CHECK(%s) failed: %s\n", __FILE__, __LINE__, #cond, std::string(msg).c_str()); \
+      std::abort();                                                                                                    \
+    }                                                                                                                  \
   } while (0)

@@ -43,11 +43,11 @@
 #include <string_view>
 #include <vector>
 
+#include <simdjson.h>
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
-#include <simdjson.h>
 
 #include "auth/authenticator.h"
 #include "common/ids.h"
@@ -77,7 +77,8 @@ using tensor::TensorSpec;
 
 class IdentityInstance final : public runtime::Instance {
  public:
-  IdentityInstance(std::vector<TensorSpec> in, std::vector<TensorSpec> out) : in_(std::move(in)), out_(std::move(out)) {}
+  IdentityInstance(std::vector<TensorSpec> in, std::vector<TensorSpec> out)
+      : in_(std::move(in)), out_(std::move(out)) {}
   const std::vector<TensorSpec>& inputs() const override { return in_; }
   const std::vector<TensorSpec>& outputs() const override { return out_; }
 
@@ -239,9 +240,8 @@ struct World {
     gateway = std::make_unique<gateway::Gateway>(gopts, scheduler.get(), &metrics);
 
     // The JWKS holds one HS256 key: the 32 bytes "pilotlight-fuzz-hs256-secret-key" (base64url).
-    std::ofstream((dir / "jwks.json").string())
-        << R"({"keys": [{"kty": "oct", "kid": "fuzz", "alg": "HS256", )"
-        << R"("k": "cGlsb3RsaWdodC1mdXp6LWhzMjU2LXNlY3JldC1rZXk"}]})";
+    std::ofstream((dir / "jwks.json").string()) << R"({"keys": [{"kty": "oct", "kid": "fuzz", "alg": "HS256", )"
+                                                << R"("k": "cGlsb3RsaWdodC1mdXp6LWhzMjU2LXNlY3JldC1rZXk"}]})";
     auth::Authenticator::Options aopts;
     aopts.admin_token = "fuzz-admin-token-0123456789abcdef";
     aopts.key_db = (dir / "auth.db").string();

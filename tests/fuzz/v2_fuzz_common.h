@@ -93,8 +93,8 @@ inline void CheckRequest(const tensor::v2::InferRequest& req, const std::vector<
 inline void RoundTrip(const tensor::v2::InferRequest& req, const std::vector<TensorSpec>& specs) {
   std::optional<size_t> json_length;
   tensor::v2::ResponseMeta meta{"fuzz", "1", req.id};
-  std::string body = tensor::v2::EncodeInferResponse(meta, req.inputs, req.outputs, req.binary_data_output,
-                                                     &json_length);
+  std::string body =
+      tensor::v2::EncodeInferResponse(meta, req.inputs, req.outputs, req.binary_data_output, &json_length);
   if (json_length) FUZZ_CHECK(*json_length <= body.size(), "json_length past the end of the response");
   size_t at = body.find("\"outputs\":");
   FUZZ_CHECK(at != std::string::npos && (!json_length || at < *json_length), "response without \"outputs\"");
