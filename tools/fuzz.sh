@@ -23,7 +23,10 @@ done
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-30}
 JOBS=${FUZZ_JOBS:-2}
 
-cmake --preset fuzz >/dev/null
+configure_log=$(mktemp)
+# Quiet unless it fails (the preset names a C compiler this C++-only project never uses).
+cmake --preset fuzz >"$configure_log" 2>&1 || { cat "$configure_log" >&2; rm -f "$configure_log"; exit 1; }
+rm -f "$configure_log"
 build_targets=()
 for t in "${TARGETS[@]}"; do build_targets+=("${t}_fuzz"); done
 cmake --build build/fuzz -j "$JOBS" --target "${build_targets[@]}"
@@ -66,7 +69,7 @@ for t in "${TARGETS[@]}"; do
     failed+=("$t")
     crash=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
     printf 'fuzz: %-13s FAIL  exit %s after %ss; reproducer: %s; log: %s\n' "$t" "$rc" "$took" "${crash:-none}" "$log"
-    grep -m1 -E 'ERROR: |FUZZ_CHECK|runtime error|terminate called|Assertion' "$log" | sed 's/^/fuzz:   /' || true
+    grep -a -m1 -E 'ERROR: |FUZZ_CHECK|runtime error|terminate called|what\(\)|Assertion' "$log" | sed 's/^/fuzz:   /' || true
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then

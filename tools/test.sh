@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start 2: install what is missing, build with ASan+UBSan, make the models, run every
 # test (unit tests, the module-boundary check, integration tests against the real binary),
-# then the scheduler's unit tests again under ThreadSanitizer. Extra args go to ctest.
+# then the scheduler's unit tests again under ThreadSanitizer, then each fuzz target for 30 s.
+# Extra args go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -19,3 +20,6 @@ ctest --test-dir build/asan --output-on-failure --timeout 900 "$@"
 cmake --preset tsan >/dev/null
 cmake --build --preset tsan --target function_pool_test
 TSAN_OPTIONS="halt_on_error=1" build/tsan/tests/function_pool_test
+# libFuzzer targets (clang, ASan+UBSan) for a bounded time each: the HTTP request path, the
+# tensor decoders, the config loader, S3 event parsing (tests/fuzz/README.md).
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash tools/fuzz.sh

@@ -385,9 +385,9 @@ void Gateway::Handle(Request&& req, Done done) {
          route->kind == RouteKind::kV2Model || route->kind == RouteKind::kV2ModelReady ||
          route->kind == RouteKind::kV2Infer) &&
         !ValidName(name)) {
-      return call->Fail(404, "not_found",
-                        fmt::format("no function or model named '{}' (names use 1-128 of A-Z a-z 0-9 . _ -)",
-                                    JsonEscape(name.substr(0, 128))));
+      return call->Fail(
+          404, "not_found",
+          fmt::format("no function or model named '{}' (names use 1-128 of A-Z a-z 0-9 . _ -)", name.substr(0, 128)));
     }
   }
   // Extra routes from a function's `routes:` answer POST only.
@@ -407,12 +407,12 @@ void Gateway::Handle(Request&& req, Done done) {
     if (!cors || !OriginAllowed(*cors, origin)) {
       return call->Fail(403, "cors_forbidden",
                         fmt::format("origin '{}' may not call {} (CORS: see `cors.origins` in the configuration)",
-                                    JsonEscape(origin.substr(0, 256)), path));
+                                    origin.substr(0, 256), path));
     }
     if (std::find(cors->methods.begin(), cors->methods.end(), std::string(preflight_method)) == cors->methods.end()) {
       return call->Fail(403, "cors_forbidden",
                         fmt::format("method {} is not allowed from other origins here (cors.methods: {})",
-                                    JsonEscape(preflight_method.substr(0, 32)), Join(cors->methods, ", ")));
+                                    preflight_method.substr(0, 32), Join(cors->methods, ", ")));
     }
     std::string_view hs = preflight_headers;
     while (!hs.empty()) {
@@ -423,7 +423,7 @@ void Gateway::Handle(Request&& req, Done done) {
       if (!h.empty() && std::find(cors->headers.begin(), cors->headers.end(), h) == cors->headers.end()) {
         return call->Fail(403, "cors_forbidden",
                           fmt::format("request header '{}' is not allowed from other origins here (cors.headers: {})",
-                                      JsonEscape(h.substr(0, 64)), Join(cors->headers, ", ")));
+                                      h.substr(0, 64), Join(cors->headers, ", ")));
       }
       if (c == std::string_view::npos) break;
       hs.remove_prefix(c + 1);
@@ -454,7 +454,7 @@ void Gateway::Handle(Request&& req, Done done) {
   if (!route && extra_function.empty()) {
     return call->Fail(404, "not_found",
                       fmt::format("no route for {} {}; see /openapi.json or the README's API reference",
-                                  JsonEscape(req.method.substr(0, 16)), JsonEscape(path.substr(0, 256))));
+                                  req.method.substr(0, 16), path.substr(0, 256)));
   }
   if (!route) {
     if (req.method != "POST") {

@@ -443,13 +443,16 @@ class Session : public std::enable_shared_from_this<Session> {
     res_->set(bhttp::field::server, "pilotlight");
     if (!r.content_type.empty()) res_->set(bhttp::field::content_type, r.content_type);
     if (!r.log.request_id.empty()) res_->set("X-Request-Id", r.log.request_id);
-    for (auto& [k, v] : r.headers) res_->insert(k, v);  // insert: Set-Cookie may repeat
     res_->keep_alive(keep);
     if (method != "HEAD") res_->body() = std::move(r.body);
     try {
+      for (auto& [k, v] : r.headers) res_->insert(k, v);  // insert: Set-Cookie may repeat
       res_->prepare_payload();
-    } catch (const std::exception& e) {  // e.g. a body on a 204: answer 502, never crash
-      res_->result(bhttp::status::bad_gateway);
+    } catch (const std::exception& e) {  // a body on a 204, a header over 64 KiB: answer 502, never crash
+      res_.emplace(bhttp::status::bad_gateway, version_ ? version_ : 11);
+      res_->set(bhttp::field::server, "pilotlight");
+      if (!r.log.request_id.empty()) res_->set("X-Request-Id", r.log.request_id);
+      res_->keep_alive(keep);
       res_->body() = gateway::ErrorJson("function_error", e.what(), r.log.request_id);
       res_->set(bhttp::field::content_type, "application/json");
       res_->prepare_payload();
