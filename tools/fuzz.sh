@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(http_request json_tensor v2_json v2_binary config s3_event)
+ALL=(http_request json_tensor v2_json v2_binary config s3_event jwt)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=("${ALL[@]}")
 for t in "${TARGETS[@]}"; do
