@@ -106,22 +106,27 @@ void Authenticator::Refresh() {
   int64_t v;
   {
     std::lock_guard<std::mutex> l(store_mu_);
-    v = store_->DataVersion();
+    v = store_->DataVersion();  // moves only on other connections' commits (the CLI's)
   }
-  if (v != data_version_) Reload();
+  if (v != data_version_.load()) Reload();
 }
 
 void Authenticator::Reload() {
+  // One reload at a time, from reading the store to applying it: a stale list applied after a
+  // fresh one would bring a revoked key back.
+  std::lock_guard<std::mutex> reload(reload_mu_);
   StatusOr<std::vector<ApiKey>> list = Status();
+  int64_t version;
   {
     std::lock_guard<std::mutex> l(store_mu_);
-    data_version_ = store_->DataVersion();
+    version = store_->DataVersion();  // before reading: a change after it is seen next time
     list = store_->List();
   }
   if (!list.ok()) {
     LogLine(spdlog::level::warn, "cannot read API keys").Str("error", list.status().message());
-    return;
+    return;  // data_version_ unchanged: retried at the next check
   }
+  data_version_ = version;
   std::string today = UtcDay(UnixMillis());
   std::lock_guard<std::mutex> l(mu_);
   std::unordered_map<std::string, KeyState> next;
@@ -166,7 +171,6 @@ void Authenticator::Flush() {
       LogLine(spdlog::level::warn, "cannot record API key usage").Str("error", st.message());
     }
   }
-  data_version_ = store_->DataVersion();  // our own commit is not a change to reload for
 }
 
 Decision Authenticator::Unauthorized(std::string message, bool invalid_token, const char* realm) const {

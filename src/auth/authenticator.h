@@ -115,7 +115,8 @@ class Authenticator {
   Options options_;
   std::unique_ptr<KeyStore> store_;  // guarded by store_mu_
   std::mutex store_mu_;
-  int64_t data_version_ = -1;
+  std::atomic<int64_t> data_version_{-1};
+  std::mutex reload_mu_;  // one Reload at a time (read and apply)
   std::unique_ptr<JwtVerifier> jwt_;
 
   std::mutex mu_;

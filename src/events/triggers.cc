@@ -381,13 +381,32 @@ std::string StringField(const json& obj, const char* key) {
 }
 }  // namespace
 
+namespace {
+// Parses untrusted JSON nested at most 64 deep (a notification needs 6): nlohmann copies
+// recursively, so a deeper document could overflow a thread's stack. Discarded when invalid.
+json ParseShallow(std::string_view text) {
+  struct TooDeep {};
+  try {
+    return json::parse(
+        text,
+        [](int depth, json::parse_event_t, json&) {
+          if (depth > 64) throw TooDeep{};
+          return true;
+        },
+        false);
+  } catch (const TooDeep&) {
+    return json(json::value_t::discarded);
+  }
+}
+}  // namespace
+
 StatusOr<std::vector<S3ObjectRef>> ParseS3Notification(std::string_view body) {
-  auto doc = json::parse(body, nullptr, false);
+  auto doc = ParseShallow(body);
   if (!doc.is_object()) return InvalidArgumentError("the body is not an S3 event notification (JSON object)");
   // SNS wraps the S3 document in "Message"; S3's test event has no Records.
   if (doc.contains("Message") && doc["Message"].is_string()) {
-    auto inner = json::parse(doc["Message"].get<std::string>(), nullptr, false);
-    if (inner.is_object()) doc = inner;
+    auto inner = ParseShallow(doc["Message"].get<std::string>());
+    if (inner.is_object()) doc = std::move(inner);
   }
   std::vector<S3ObjectRef> refs;
   if (!doc.contains("Records")) return refs;

@@ -968,6 +968,11 @@ void Gateway::Health(std::shared_ptr<Call> call, std::string_view query) {
   };
   std::string warm = QueryParam(query, "warm");
   if (warm != "true" && warm != "1") return respond({});
+  if (auth_) {
+    // Loading every function is an admin action: anyone could otherwise defeat scale-to-zero.
+    auth::Decision d = auth_->Admin(call->creds);
+    if (!d.ok()) return Refuse(call, d, false);
+  }
   if (names.empty()) return respond({});
   struct Join {
     std::mutex mu;
@@ -1297,8 +1302,9 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
   if (!pool->IsProcess() && !latest) {
     auto pinned = scheduler_->FindVersion(fn, qualifier);
     if (!pinned.ok()) {
-      return fail(404, "ResourceNotFoundException",
-                  "Function not found: " + FunctionArn(fn) + ":" + qualifier + " (" + pinned.status().message() + ")");
+      return fail(
+          404, "ResourceNotFoundException",
+          "Function not found: " + FunctionArn(fn) + ":" + qualifier);  // not the store's reason: it names the store
     }
     pool = *pinned;
   }
@@ -1312,7 +1318,7 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
       return fail(400, "InvalidParameterValueException",
                   "asynchronous invocations run the function's current version; drop the Qualifier");
     }
-    return InvokeAsync(call, fn, true);
+    return InvokeAsync(call, fn, true, /*authorized=*/true);
   }
   bool tail = log_type == "Tail";
   std::string request_id = call->request_id;
@@ -1412,9 +1418,9 @@ void Gateway::LambdaInvoke(std::shared_ptr<Call> call, const Request& req, std::
 
 // ---- asynchronous invocations ----------------------------------------------------------------
 
-void Gateway::InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style) {
+void Gateway::InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style, bool authorized) {
   Response& res = call->response;
-  if (!Authorize(call, function, lambda_style)) return;  // before the lookup, as in Route()
+  if (!authorized && !Authorize(call, function, lambda_style)) return;  // before the lookup, as in Route()
   auto* pool = scheduler_->Find(function);
   res.log.function = function.substr(0, 128);
   if (!pool) {

@@ -12,7 +12,7 @@
 //   POST /v1/infer                     routed by ?model=, X-Model, "model" in the body, or
 //                                      default_function
 //   POST /v1/batch                     array of /v1/infer bodies → array of results/errors
-//   GET  /v1/health[?warm=true]        liveness + per-function state (warm: load first)
+//   GET  /v1/health[?warm=true]        liveness + per-function state (warm: load first; admin token)
 //   GET  /metrics                      Prometheus text
 //   POST /admin/models/{name}/promote  {"version": V}: verify, promote, hot-swap every function
 //   POST /admin/models/{name}/rollback serving the model, answer when the swaps are done
@@ -151,7 +151,8 @@ class Gateway {
           const std::string& version);
 
   void EventsApi(std::shared_ptr<Call> call, const Request& req, std::string_view path, std::string_view query);
-  void InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style);
+  // `authorized`: the caller already ran Authorize (the Lambda Invoke API's Event type).
+  void InvokeAsync(std::shared_ptr<Call> call, const std::string& function, bool lambda_style, bool authorized = false);
 
   GatewayOptions options_;
   events::AsyncInvoker* async_ = nullptr;

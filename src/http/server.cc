@@ -1,5 +1,9 @@
 #include "http/server.h"
 
+#include <sys/resource.h>
+
+#include <cerrno>
+
 #include <array>
 #include <functional>
 #include <mutex>
@@ -41,6 +45,7 @@ struct HttpServer::State {
   net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   tcp::acceptor acceptor{ioc};
+  net::steady_timer accept_pause{ioc};
   std::vector<std::thread> threads;
   std::atomic<int64_t> active{0};
   std::atomic<bool> stopping{false};
@@ -154,6 +159,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (server_->stopping.load()) return Close();
     stream_.expires_never();
     parser_.emplace();
+    head_scan_ = line_start_ = 0;
     // Beast's header_limit is a coarse guard; the exact limit is checked in OnHeader.
     parser_->header_limit(static_cast<uint32_t>(server_->options.max_header_bytes + 1024));
     parser_->body_limit(server_->options.max_body_bytes);
@@ -182,9 +188,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // whitespace, each a way to make two HTTP parsers disagree about a request (smuggling).
   void ReadHeader() {
     std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
-    size_t end = data.find("\r\n\r\n");
-    std::string_view head = data.substr(0, end == std::string_view::npos ? data.size() : end + 4);
-    if (auto problem = CheckHead(head, end != std::string_view::npos); !problem.empty()) {
+    size_t end = std::string_view::npos;
+    if (auto problem = ScanHead(data, &end); !problem.empty()) {
       return Refuse(400, "bad_request", "malformed HTTP request: " + problem);
     }
     if (end == std::string_view::npos) {
@@ -195,39 +200,54 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       return stream_.async_read_some(buffer_.prepare(8192),
                                      [self = shared_from_this()](beast::error_code ec, size_t n) {
+                                       if (!ec && self->timed_out_) ec = net::error::operation_aborted;
                                        if (ec) return self->OnReadError(ec);
                                        self->buffer_.commit(n);
                                        self->ReadHeader();
                                      });
     }
-    bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnHeader(ec, n); });
+    bhttp::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t n) {
+      // The deadline may have fired while this completion was queued (its cancel then had
+      // nothing to cancel): honour it here, or the rest of the request would have none.
+      if (!ec && self->timed_out_) ec = net::error::operation_aborted;
+      self->OnHeader(ec, n);
+    });
   }
 
-  // "" when `head` (complete or not yet) is well-formed so far, else what is wrong.
-  static std::string CheckHead(std::string_view head, bool complete) {
+  // Checks the head's bytes strictly, each byte once across reads (head_scan_, line_start_):
+  // "" when well-formed so far, else what is wrong. Sets *head_end past the blank line.
+  std::string ScanHead(std::string_view data, size_t* head_end) {
     auto is_tchar = [](unsigned char c) {
       return std::isalnum(c) ||
              std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
     };
-    size_t line_start = 0;
-    bool first = true;
-    for (size_t i = 0; i < head.size(); ++i) {
-      unsigned char c = static_cast<unsigned char>(head[i]);
-      if (c == '\n' && (i == 0 || head[i - 1] != '\r')) return "a bare LF (lines end with CRLF)";
-      if (c == '\r' && i + 1 < head.size() && head[i + 1] != '\n') return "a bare CR";
+    for (size_t i = head_scan_; i < data.size(); ++i) {
+      unsigned char c = static_cast<unsigned char>(data[i]);
       if (c == 0) return "a NUL byte in the request head";
+      if (c == '\r') {
+        if (i + 1 == data.size()) {  // its LF may come with the next read
+          head_scan_ = i;
+          return "";
+        }
+        if (data[i + 1] != '\n') return "a bare CR";
+        continue;
+      }
       if (c != '\n') continue;
-      std::string_view line = head.substr(line_start, i - 1 - line_start);
-      line_start = i + 1;
+      if (i == 0 || data[i - 1] != '\r') return "a bare LF (lines end with CRLF)";
+      std::string_view line = data.substr(line_start_, i - 1 - line_start_);
+      bool first = line_start_ == 0;
+      line_start_ = i + 1;
       if (first) {
-        first = false;
         for (unsigned char x : line) {
           if (x < 0x20 || x >= 0x7f) return "a control or non-ASCII byte in the request line (percent-encode it)";
         }
         continue;
       }
-      if (line.empty()) break;  // the blank line ending the head
+      if (line.empty()) {  // the blank line ending the head
+        *head_end = i + 1;
+        head_scan_ = i + 1;
+        return "";
+      }
       if (line.front() == ' ' || line.front() == '\t') return "a header line starting with whitespace (obs-fold)";
       size_t colon = line.find(':');
       if (colon == std::string_view::npos || colon == 0) return "a header line without a field name and ':'";
@@ -238,7 +258,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if ((x < 0x20 && x != '\t') || x == 0x7f) return "a control character in a header field value";
       }
     }
-    (void)complete;
+    head_scan_ = data.size();
     return "";
   }
 
@@ -258,6 +278,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     size_t fields = 0;
     for (auto it = h.begin(); it != h.end(); ++it) ++fields;
+    head_fields_ = fields;
     if (fields > o.max_header_fields) {
       return Refuse(431, "headers_too_large",
                     fmt::format("the request has {} header fields; at most {} are accepted "
@@ -304,6 +325,7 @@ class Session : public std::enable_shared_from_this<Session> {
     buffer_.reserve(static_cast<size_t>(std::min<uint64_t>(expect, 1 << 20)) + 512);
     if (parser_->chunked()) return ReadChunked();
     bhttp::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (!ec && self->timed_out_) ec = net::error::operation_aborted;
       if (ec) return self->OnReadError(ec);
       self->Disarm();
       self->OnRequest();
@@ -335,6 +357,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (pending.size() > 4096) return Refuse(400, "bad_request", "malformed HTTP request: a chunk line is too long");
     stream_.async_read_some(buffer_.prepare(std::max<size_t>(16384, buffer_.capacity() - buffer_.size())),
                             [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              if (!ec && self->timed_out_) ec = net::error::operation_aborted;
                               if (ec) {
                                 if (ec == net::error::eof) ec = bhttp::error::partial_message;
                                 return self->OnReadError(ec);
@@ -415,12 +438,20 @@ class Session : public std::enable_shared_from_this<Session> {
     gateway::Request greq;
     greq.method = std::string(req.method_string());
     greq.target = std::string(req.target());
-    if (auto it = req.find("X-Request-Id"); it != req.end()) greq.x_request_id = std::string(it->value());
-    if (auto it = req.find("X-Model"); it != req.end()) greq.x_model = std::string(it->value());
-    if (auto it = req.find(bhttp::field::content_type); it != req.end()) greq.content_type = std::string(it->value());
     // Views into the parser's fields: valid while Handle() runs (it copies what it keeps).
+    // Only the head's fields: Beast appends chunked trailer fields after them, and those passed
+    // none of the head's checks (a trailer must not supply X-Api-Key or Origin) — ignored.
     greq.headers.reserve(8);
+    size_t n = 0;
     for (const auto& f : req) {
+      if (n++ == head_fields_) break;
+      if (greq.x_request_id.empty() && beast::iequals(f.name_string(), "X-Request-Id")) {
+        greq.x_request_id = std::string(f.value());
+      } else if (greq.x_model.empty() && beast::iequals(f.name_string(), "X-Model")) {
+        greq.x_model = std::string(f.value());
+      } else if (greq.content_type.empty() && f.name() == bhttp::field::content_type) {
+        greq.content_type = std::string(f.value());
+      }
       greq.headers.emplace_back(std::string_view(f.name_string().data(), f.name_string().size()),
                                 std::string_view(f.value().data(), f.value().size()));
     }
@@ -441,13 +472,19 @@ class Session : public std::enable_shared_from_this<Session> {
     bool keep = keep_alive_ && !server_->stopping.load();
     res_.emplace(static_cast<bhttp::status>(r.status), version_ ? version_ : 11);
     res_->set(bhttp::field::server, "pilotlight");
-    if (!r.content_type.empty()) res_->set(bhttp::field::content_type, r.content_type);
-    if (!r.log.request_id.empty()) res_->set("X-Request-Id", r.log.request_id);
     res_->keep_alive(keep);
-    if (method != "HEAD") res_->body() = std::move(r.body);
     try {
+      // Beast throws on a field over 64 KiB; a handler chooses some of these.
+      if (!r.content_type.empty()) res_->set(bhttp::field::content_type, r.content_type);
+      if (!r.log.request_id.empty()) res_->set("X-Request-Id", r.log.request_id);
       for (auto& [k, v] : r.headers) res_->insert(k, v);  // insert: Set-Cookie may repeat
-      res_->prepare_payload();
+      if (method != "HEAD") {
+        res_->body() = std::move(r.body);
+        res_->prepare_payload();
+      } else {
+        res_->prepare_payload();
+        if (r.status != 204 && r.status != 304 && r.status >= 200) res_->content_length(r.body.size());
+      }
     } catch (const std::exception& e) {  // a body on a 204, a header over 64 KiB: answer 502, never crash
       res_.emplace(bhttp::status::bad_gateway, version_ ? version_ : 11);
       res_->set(bhttp::field::server, "pilotlight");
@@ -537,6 +574,9 @@ class Session : public std::enable_shared_from_this<Session> {
         if (ext.size() > 1024) ec = bhttp::error::bad_chunk_extension;
       };
   uint64_t timer_gen_ = 0;
+  size_t head_fields_ = 0;  // fields in the head (chunked trailers come after them)
+  size_t head_scan_ = 0;    // head bytes checked so far (ScanHead)
+  size_t line_start_ = 0;   // start of the head line being read
   bool timed_out_ = false;
   bool admitted_ = false;
   beast::flat_buffer buffer_;
@@ -557,6 +597,17 @@ void HttpServer::State::Accept() {
   acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
       if (!acceptor.is_open()) return;
+      if (ec == net::error::no_descriptors || ec.value() == ENFILE) {
+        // Out of file descriptors: accepting again at once would spin. Pause, and say so once
+        // per pause (the pending connection waits in the backlog meanwhile).
+        LogLine(spdlog::level::warn, "out of file descriptors; accepting again in 100 ms")
+            .Str("hint", "raise the open-files limit (ulimit -n) or lower server.max_connections");
+        accept_pause.expires_after(std::chrono::milliseconds(100));
+        accept_pause.async_wait([this](beast::error_code) {
+          if (!stopping.load()) Accept();
+        });
+        return;
+      }
       LogLine(spdlog::level::warn, "accept failed").Str("error", ec.message());
     } else {
       std::make_shared<Session>(std::move(socket), this)->Start();
@@ -573,6 +624,13 @@ HttpServer::HttpServer(HttpOptions options, gateway::Gateway* gateway) : state_(
 HttpServer::~HttpServer() { Stop(); }
 
 Status HttpServer::Listen() {
+  // Each connection is a descriptor: take the hard open-files limit (often 1,024 soft), so
+  // server.max_connections, not EMFILE, is what turns connections away.
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   const std::string& listen = state_->options.listen;
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) return InvalidArgumentError("listen address '" + listen + "' must be HOST:PORT");

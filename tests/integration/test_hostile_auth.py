@@ -242,3 +242,18 @@ def test_relative_jwks_path_resolution(auth_factory, ctx, tmp_path, record_prope
     assert ex.status == 200, (
         "the server started with a JWKS path it could not read (it resolved file://./jwks.json against "
         "%s?) and answered a good JWT with %s" % (elsewhere, ex.describe()))
+
+
+def test_chunked_trailer_cannot_supply_credentials(server, ctx):
+    """Beast merges chunked trailer fields into the headers; the server must ignore them, or a
+    trailer could carry an Authorization (or X-Api-Key) that no header check or front proxy saw.
+    The same request with the token in the head is served."""
+    body = b'{"inputs":[[' + b",".join([b"0.5"] * 16) + b']]}'
+    chunked = b"%x\r\n%s\r\n0\r\n" % (len(body), body)
+    head = (b"POST " + corpus.AUTH_JWT_FN + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n")
+    bearer = b"Authorization: Bearer " + ctx["good_jwt"].encode() + b"\r\n"
+    in_trailer = rawhttp.exchange(server.port, head + b"\r\n" + chunked + bearer + b"\r\n", timeout=10)
+    assert in_trailer.status == 401, "a token in a trailer was used: " + in_trailer.describe()
+    in_head = rawhttp.exchange(server.port, head + bearer + b"\r\n" + chunked + b"\r\n", timeout=10)
+    assert in_head.status == 200, "the same request with the token in the head: " + in_head.describe()
