@@ -224,6 +224,7 @@ const Policy& Authenticator::PolicyFor(const std::string& function) const {
 }
 
 Decision Authenticator::Function(const std::string& function, const Credentials& c) {
+  std::unique_lock<std::mutex> l(mu_, std::defer_lock);  // not held while a JWT is verified
   const Policy& p = PolicyFor(function);
   Decision d;
   TimePoint now = std::chrono::steady_clock::now();
@@ -239,7 +240,7 @@ Decision Authenticator::Function(const std::string& function, const Credentials&
     auto id = KeyId(presented);
     if (!id) return Unauthorized("the API key is not valid", true);
     std::string h = KeyHash(presented);
-    std::lock_guard<std::mutex> l(mu_);
+    l.lock();  // held through the function bucket and the count: quota checked and used at once
     auto it = keys_.find(*id);
     if (it == keys_.end() || it->second.key.hash.size() != h.size() ||
         CRYPTO_memcmp(h.data(), it->second.key.hash.data(), h.size()) != 0) {
@@ -304,7 +305,7 @@ Decision Authenticator::Function(const std::string& function, const Credentials&
     if (!claims.ok()) return Unauthorized("the token is not accepted: " + claims.status().message(), true);
     d.principal = "jwt:" + claims->subject;
   }
-  std::unique_lock<std::mutex> l(mu_);
+  if (!l.owns_lock()) l.lock();
   auto fb = function_buckets_.find(function);
   if (fb != function_buckets_.end()) {
     RateInfo info;
