@@ -33,6 +33,13 @@ std::string BaseUrl(std::string url) {
   return url;
 }
 
+// Reports an error answer of the admin API on stderr (with a hint for a missing token); 1.
+int AdminHttpError(const http::ClientResponse& r, const std::string& base) {
+  std::fprintf(stderr, "error: HTTP %ld from %s: %s\n", r.status, base.c_str(), r.body.c_str());
+  if (r.status == 401) std::fprintf(stderr, "hint: set PILOTLIGHT_ADMIN_TOKEN to the server's admin token\n");
+  return 1;
+}
+
 // The admin API's credentials: the admin token from the environment (as the server reads it).
 std::vector<std::pair<std::string, std::string>> AdminHeaders() {
   std::vector<std::pair<std::string, std::string>> h = {{"Content-Type", "application/json"}};
@@ -195,11 +202,7 @@ int ModelChange(const StoreArgs& sa, const std::string& server, const std::strin
     std::string body = rollback ? "{}" : nlohmann::json({{"version", version}}).dump();
     auto r = http::Post(url, body, AdminHeaders());
     if (!r.ok()) return Fail(r.status());
-    if (r->status >= 400) {
-      std::fprintf(stderr, "error: HTTP %ld from %s: %s\n", r->status, base.c_str(), r->body.c_str());
-      if (r->status == 401) std::fprintf(stderr, "hint: set PILOTLIGHT_ADMIN_TOKEN to the server's admin token\n");
-      return 1;
-    }
+    if (r->status >= 400) return AdminHttpError(*r, base);
     auto j = nlohmann::json::parse(r->body, nullptr, false);
     if (j.is_discarded()) return Fail(InternalError("unreadable answer from " + base + ": " + r->body));
     std::printf("%s %s to %s (was %s)\n", rollback ? "rolled back" : "promoted", name.c_str(),
@@ -305,11 +308,7 @@ int Events(const std::string& url, const std::string& action, const std::string&
     r = http::Post(base + "/v1/events/" + id + "/redrive", "", AdminHeaders());
   }
   if (!r.ok()) return Fail(r.status());
-  if (r->status >= 400) {
-    std::fprintf(stderr, "error: HTTP %ld from %s: %s\n", r->status, base.c_str(), r->body.c_str());
-    if (r->status == 401) std::fprintf(stderr, "hint: set PILOTLIGHT_ADMIN_TOKEN to the server's admin token\n");
-    return 1;
-  }
+  if (r->status >= 400) return AdminHttpError(*r, base);
   auto j = nlohmann::json::parse(r->body, nullptr, false);
   if (as_json || j.is_discarded()) {
     std::printf("%s\n", r->body.c_str());

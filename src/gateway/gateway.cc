@@ -355,28 +355,32 @@ void Gateway::Handle(Request&& req, Done done) {
 
   // Route: the first pattern that matches, then the method among that pattern's entries.
   const RouteInfo* route = nullptr;
+  const RouteInfo* exact = nullptr;
   std::vector<std::string_view> params;
-  std::string allow;
   for (const auto& r : Routes()) {
-    if (route && r.pattern != route->pattern) continue;
-    if (!route && !MatchPattern(r.pattern, path, &params)) continue;
+    if (route ? r.pattern != route->pattern : !MatchPattern(r.pattern, path, &params)) continue;
     if (!route) route = &r;
-    allow += (allow.empty() ? "" : ", ") + std::string(r.method == "*" ? "GET, POST, PUT, PATCH, DELETE" : r.method);
+    if (r.method == "*" || r.method == req.method || (req.method == "HEAD" && r.method == "GET")) {
+      exact = &r;
+      break;
+    }
   }
-  std::string name = route && !params.empty() ? std::string(params[0]) : std::string();
-  if (route) {
-    const RouteInfo* exact = nullptr;
+  // The methods of the matched pattern, for 405 and OPTIONS answers only (not built per request).
+  auto allow = [&] {
+    std::string a;
     for (const auto& r : Routes()) {
       if (r.pattern != route->pattern) continue;
-      if (r.method == "*" || r.method == req.method || (req.method == "HEAD" && r.method == "GET")) {
-        exact = &r;
-        break;
-      }
+      a += (a.empty() ? "" : ", ") + std::string(r.method == "*" ? "GET, POST, PUT, PATCH, DELETE" : r.method);
     }
+    return a;
+  };
+  std::string name = route && !params.empty() ? std::string(params[0]) : std::string();
+  if (route) {
     if (!exact && req.method != "OPTIONS") {
-      call->response.headers.emplace_back("Allow", allow);
+      std::string methods = allow();
+      call->response.headers.emplace_back("Allow", methods);
       return call->Fail(405, "method_not_allowed",
-                        fmt::format("{} {} is not supported; use {}", req.method, path, allow));
+                        fmt::format("{} {} is not supported; use {}", req.method, path, methods));
     }
     if (exact) route = exact;
     // Names in paths are checked before anything uses them (no "..", no separators).
@@ -444,11 +448,12 @@ void Gateway::Handle(Request&& req, Done done) {
     call->response.headers.emplace_back("Vary", "Origin");  // caches must not reuse this for other origins
   }
   if (req.method == "OPTIONS" && route) {
-    call->response.headers.emplace_back("Allow", allow);
+    std::string methods = allow();
+    call->response.headers.emplace_back("Allow", methods);
     return call->Fail(405, "method_not_allowed",
                       fmt::format("OPTIONS {} is only answered as a CORS preflight (with Origin and "
                                   "Access-Control-Request-Method); use {}",
-                                  path, allow));
+                                  path, methods));
   }
 
   if (!route && extra_function.empty()) {

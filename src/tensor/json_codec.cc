@@ -155,20 +155,6 @@ class Decoder {
 };
 
 template <typename T>
-void AppendNumber(T v, std::string& out) {
-  if constexpr (std::is_floating_point_v<T>) {
-    if (!std::isfinite(v)) {
-      out += "null";
-      return;
-    }
-  }
-  char buf[32];
-  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec;
-  out.append(buf, p);
-}
-
-template <typename T>
 void EncodeTyped(const Tensor& t, std::string& out) {
   const T* data = t.as<T>();
   size_t rank = t.shape.size();
@@ -176,7 +162,7 @@ void EncodeTyped(const Tensor& t, std::string& out) {
     if constexpr (std::is_same_v<T, bool>)
       out += data[0] ? "true" : "false";
     else
-      AppendNumber(data[0], out);
+      AppendJsonNumber(data[0], out);
     return;
   }
   int64_t total = t.element_count();
@@ -194,9 +180,9 @@ void EncodeTyped(const Tensor& t, std::string& out) {
     if constexpr (std::is_same_v<T, bool>)
       out += data[i] ? "true" : "false";
     else if constexpr (sizeof(T) == 1)
-      AppendNumber(static_cast<int>(data[i]), out);
+      AppendJsonNumber(static_cast<int>(data[i]), out);
     else
-      AppendNumber(data[i], out);
+      AppendJsonNumber(data[i], out);
     size_t wraps = 0;
     for (size_t a = rank; a-- > 0;) {
       if (++idx[a] < t.shape[a]) break;

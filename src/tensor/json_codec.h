@@ -11,8 +11,11 @@
 // Stateless functions; safe from any thread.
 #pragma once
 
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include <simdjson.h>
 
@@ -34,6 +37,21 @@ void EncodeJsonTensor(const Tensor& t, std::string& out);
 // `dtype_name` (ONNX's "float32" or v2's "FP32").
 Status StoreJsonScalar(simdjson::dom::element v, DType dtype, uint8_t* dst, std::string_view input, int64_t index,
                        std::string_view dtype_name);
+// Appends one number in its shortest round-trip form (so v1 and v2 print the same values);
+// non-finite floats become null.
+template <typename T>
+void AppendJsonNumber(T v, std::string& out) {
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!std::isfinite(v)) {
+      out += "null";
+      return;
+    }
+  }
+  char buf[32];
+  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;
+  out.append(buf, p);
+}
 // "an integer", "a string", ... for messages.
 std::string JsonTypeName(simdjson::dom::element_type t);
 

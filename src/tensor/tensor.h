@@ -58,5 +58,4 @@ Status CheckSymbolicDims(const std::vector<TensorSpec>& specs, const std::vector
 // "[1,64]" for logs and error messages.
 std::string ShapeString(const std::vector<int64_t>& shape);
 
-
 }  // namespace pilotlight::tensor

@@ -418,22 +418,6 @@ class RequestDecoder {
   std::vector<std::optional<Tensor>> slots_;  // by spec index
 };
 
-// Shortest round-trip form, as json_codec's encoder writes it, so v1 and v2 print the same
-// values; non-finite floats become null.
-template <typename T>
-void AppendNumber(T v, std::string& out) {
-  if constexpr (std::is_floating_point_v<T>) {
-    if (!std::isfinite(v)) {
-      out += "null";
-      return;
-    }
-  }
-  char buf[32];
-  auto [p, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec;
-  out.append(buf, p);
-}
-
 template <typename T>
 void AppendFlat(const Tensor& t, std::string& out) {
   // Counted from the buffer, not the shape, so a tensor whose shape disagrees with its data
@@ -447,9 +431,9 @@ void AppendFlat(const Tensor& t, std::string& out) {
     if constexpr (std::is_same_v<T, bool>)
       out += x ? "true" : "false";
     else if constexpr (sizeof(T) == 1)
-      AppendNumber(static_cast<int>(x), out);
+      AppendJsonNumber(static_cast<int>(x), out);
     else
-      AppendNumber(x, out);
+      AppendJsonNumber(x, out);
   }
 }
 
@@ -539,12 +523,12 @@ std::string EncodeInferResponse(const ResponseMeta& meta, const std::vector<Name
     out += "\",\"shape\":[";
     for (size_t d = 0; d < o.tensor.shape.size(); ++d) {
       if (d) out += ',';
-      AppendNumber(o.tensor.shape[d], out);
+      AppendJsonNumber(o.tensor.shape[d], out);
     }
     out += ']';
     if (as_binary) {
       out += ",\"parameters\":{\"binary_data_size\":";
-      AppendNumber(o.tensor.data.size(), out);
+      AppendJsonNumber(o.tensor.data.size(), out);
       out += "}}";
       binary.push_back(&o.tensor);
     } else {
